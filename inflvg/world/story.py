@@ -1,0 +1,162 @@
+"""Stories: a cast, a list of scenes, EPS-style prompts, and the rendered video with ground truth.
+
+A character's first scene names it explicitly ("character B, a small red and blue striped
+triangle, bounces in the desert"); later scenes only refer to it ("character B jumps at night").
+Consecutive scenes never share a character, so every return needs memory beyond the window.
+
+Splits: identities whose (shape, colour1, pattern) triple is in ``HELDOUT_TRIPLES`` appear only
+in the held-out split; the training split never sees those combinations.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import WorldConfig
+from .render import Identity, action_offsets, background, paste
+from .vocab import ACTION_NAMES, ACTIONS, BACKGROUNDS, BACKGROUND_NAMES, COLOUR_NAMES, LETTERS, PATTERNS, SHAPES, SIZE_NAMES
+
+Split = str  # "train" | "heldout"
+SPLITS = ("train", "heldout")
+_SPLIT_STREAM = {"train": 0, "heldout": 1}
+
+
+def _heldout_triples() -> frozenset[tuple[str, str, str]]:
+    triples = list(itertools.product(SHAPES, COLOUR_NAMES, PATTERNS))
+    order = np.random.default_rng(20260101).permutation(len(triples))
+    return frozenset(triples[i] for i in order[: len(triples) // 5])
+
+
+HELDOUT_TRIPLES = _heldout_triples()
+
+
+def split_of(identity: Identity) -> Split:
+    key = (identity.shape, identity.colour1, identity.pattern)
+    return "heldout" if key in HELDOUT_TRIPLES else "train"
+
+
+@dataclass(frozen=True)
+class Scene:
+    character: int  # index into Story.cast
+    background: str
+    action: str
+    first_appearance: bool
+
+
+@dataclass(frozen=True)
+class Story:
+    cast: tuple[Identity, ...]
+    scenes: tuple[Scene, ...]
+    seed: int
+    letters: tuple[str, ...] = LETTERS
+    """Name of each cast member in prompts; parsed prompt files keep the user's letters."""
+
+    def prompt(self, i: int) -> str:
+        sc = self.scenes[i]
+        name = f"character {self.letters[sc.character]}"
+        who = f"{name}, {self.cast[sc.character].describe()}," if sc.first_appearance else name
+        return f"{who} {ACTIONS[sc.action]} {BACKGROUNDS[sc.background][2]} {sc.background}"
+
+    def prompts(self) -> list[str]:
+        return [self.prompt(i) for i in range(len(self.scenes))]
+
+
+def _distinct_enough(a: Identity, b: Identity) -> bool:
+    return sum(x != y for x, y in zip(a.attributes(), b.attributes())) >= 2
+
+
+def sample_identity(rng: np.random.Generator, split: Split) -> Identity:
+    while True:
+        c1, c2 = rng.choice(len(COLOUR_NAMES), 2, replace=False)
+        ident = Identity(
+            shape=SHAPES[rng.integers(len(SHAPES))],
+            colour1=COLOUR_NAMES[c1],
+            colour2=COLOUR_NAMES[c2],
+            pattern=PATTERNS[rng.integers(len(PATTERNS))],
+            size=SIZE_NAMES[rng.integers(len(SIZE_NAMES))],
+        )
+        if split_of(ident) == split:
+            return ident
+
+
+def sample_cast(rng: np.random.Generator, split: Split, size: int) -> tuple[Identity, ...]:
+    cast: list[Identity] = []
+    while len(cast) < size:
+        ident = sample_identity(rng, split)
+        if all(_distinct_enough(ident, other) for other in cast):
+            cast.append(ident)
+    return tuple(cast)
+
+
+def sample_character_order(rng: np.random.Generator, n_scenes: int, cast_size: int) -> list[int]:
+    """Scene subjects: never the previous scene's; new characters are introduced in letter order."""
+    order = [0]
+    introduced = 1
+    for _ in range(1, n_scenes):
+        returning = [c for c in range(introduced) if c != order[-1]]
+        if introduced < cast_size and (not returning or rng.random() < 0.5):
+            order.append(introduced)
+            introduced += 1
+        else:
+            order.append(int(rng.choice(returning)))
+    return order
+
+
+def sample_story(seed: int, split: Split, n_scenes: int, cast_size: int) -> Story:
+    """Deterministic from (seed, split)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    rng = np.random.default_rng([seed, _SPLIT_STREAM[split]])
+    cast = sample_cast(rng, split, cast_size)
+    seen: set[int] = set()
+    scenes = []
+    for c in sample_character_order(rng, n_scenes, cast_size):
+        scenes.append(
+            Scene(
+                character=c,
+                background=BACKGROUND_NAMES[rng.integers(len(BACKGROUND_NAMES))],
+                action=ACTION_NAMES[rng.integers(len(ACTION_NAMES))],
+                first_appearance=c not in seen,
+            )
+        )
+        seen.add(c)
+    return Story(cast=cast, scenes=tuple(scenes), seed=seed)
+
+
+@dataclass(frozen=True)
+class Video:
+    """A rendered story with per-frame ground truth."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    masks: np.ndarray  # (T, H, W) bool, the subject's pixels
+    character: np.ndarray  # (T,) int, index into the cast
+    background: np.ndarray  # (T,) int, index into BACKGROUND_NAMES
+    scene: np.ndarray  # (T,) int, scene index of each frame
+
+
+def scene_positions(story: Story, frames_per_scene: int, frame_size: int) -> np.ndarray:
+    """(n_scenes * frames_per_scene, 2) centre (cy, cx) of the subject in every frame."""
+    rng = np.random.default_rng([story.seed, 7])
+    out = []
+    for sc in story.scenes:
+        base = np.array([rng.uniform(0.45, 0.62), rng.uniform(0.35, 0.65)]) * frame_size
+        out.append(base + action_offsets(sc.action, frames_per_scene))
+    return np.concatenate(out, 0)
+
+
+def render_story(story: Story, world: WorldConfig) -> Video:
+    fps, size = world.frames_per_scene, world.frame_size
+    pos = scene_positions(story, fps, size)
+    t_total = len(story.scenes) * fps
+    frames = np.empty((t_total, size, size, 3), np.uint8)
+    masks = np.empty((t_total, size, size), bool)
+    for t in range(t_total):
+        sc = story.scenes[t // fps]
+        frames[t] = background(sc.background, size)
+        masks[t] = paste(frames[t], story.cast[sc.character], *pos[t])
+    char = np.repeat([sc.character for sc in story.scenes], fps)
+    bg = np.repeat([BACKGROUND_NAMES.index(sc.background) for sc in story.scenes], fps)
+    return Video(frames, masks, char, bg, np.repeat(np.arange(len(story.scenes)), fps))
