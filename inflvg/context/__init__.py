@@ -1,0 +1,6 @@
+"""Context strategies: one interface (``ContextStrategy.select``) for baselines and the learned policy."""
+
+from .base import ContextStrategy, SelectionState
+from .baselines import STRATEGIES, make_strategy
+
+__all__ = ["ContextStrategy", "SelectionState", "STRATEGIES", "make_strategy"]

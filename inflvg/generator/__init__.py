@@ -1,0 +1,1 @@
+"""The frame-autoregressive generator: model, KV cache, sampler, training, weights."""

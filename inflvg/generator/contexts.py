@@ -1,0 +1,91 @@
+"""Training contexts: random subsets of the fixed-budget layout, so the generator is
+in-distribution for whatever a strategy (or the learned policy) keeps.
+
+FINDINGS.md: a tiny generator ignores its memory unless recall from context is a large share of
+its training targets. So half of the targets are the first frame of a returning character's
+scene, and the long-term selection is drawn from a mixture in which the referenced character's
+tokens are often present, among distractors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ContextConfig, WorldConfig
+from ..world.story import Story, Video
+
+CHARACTER_PIXELS = 8  # a long-term token "shows" the subject when this many of its pixels do
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """Which cached tokens one training target attends to (frame indices within its video)."""
+
+    t: int
+    sink: list[int]  # full-resolution frames
+    window: list[int]  # full-resolution frames, padded with -1 to window_frames
+    long: list[tuple[int, int]]  # (frame, token) pairs, padded with (-1, -1) to budget_k
+
+
+def subject_tokens(masks: np.ndarray, long_side: int) -> np.ndarray:
+    """(T, H, W) bool subject masks -> (T, n_long) bool: which long-term tokens show the subject."""
+    t, h, w = masks.shape
+    g = h // long_side
+    counts = masks.reshape(t, g, long_side, g, long_side).sum((2, 4)).reshape(t, g * g)
+    return counts >= CHARACTER_PIXELS
+
+
+def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Generator) -> list[int]:
+    fps = world.frames_per_scene
+    returns = [i * fps for i, sc in enumerate(story.scenes) if i > 0 and not sc.first_appearance]
+    total = len(story.scenes) * fps
+    return [
+        int(rng.choice(returns)) if returns and rng.random() < 0.5 else int(rng.integers(total))
+        for _ in range(n)
+    ]
+
+
+def sample_long(
+    pool_frames: np.ndarray, shows: np.ndarray, n_long: int, k: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """Long-term selection from the pool: a mixture of oracle-with-distractors, random, newest, empty.
+
+    pool_frames (P,) frame indices in the pool; shows (P, n_long) bool: token shows the subject.
+    """
+    if len(pool_frames) == 0:
+        return []
+    all_tokens = [(int(f), j) for f in pool_frames[::-1] for j in range(n_long)]  # newest first
+    u = rng.random()
+    if u < 0.45:
+        subject = [(int(f), int(j)) for i, f in enumerate(pool_frames[::-1]) for j in np.flatnonzero(shows[::-1][i])]
+        n_subject = min(len(subject), int(rng.integers(1, k + 1)))
+        chosen = subject[:n_subject] if rng.random() < 0.7 else [subject[i] for i in rng.permutation(len(subject))[:n_subject]]
+        rest = [tok for tok in all_tokens if tok not in set(chosen)]
+        n_rest = min(len(rest), int(rng.integers(0, k - n_subject + 1)))
+        return chosen + [rest[i] for i in rng.permutation(len(rest))[:n_rest]]
+    if u < 0.65:
+        return [all_tokens[i] for i in rng.permutation(len(all_tokens))[:k]]
+    if u < 0.85:
+        return all_tokens[:k]
+    return []
+
+
+def target_context(
+    t: int, video: Video, world: WorldConfig, ctx: ContextConfig, n_long: int, long_side: int, rng: np.random.Generator
+) -> TargetContext:
+    fps, w, ns = world.frames_per_scene, ctx.window_frames, ctx.sink_frames
+    scene_start = (t // fps) * fps
+    sink = [f for f in range(ns) if f < t]
+    window = [f for f in range(max(ns, t - w), t)]
+    pool = np.arange(ns, max(ns, scene_start - w))
+    subject = video.character[t]
+    shows = subject_tokens(video.masks[pool], long_side) & (video.character[pool] == subject)[:, None]
+    long = sample_long(pool, shows, n_long, ctx.budget_k, rng)
+    return TargetContext(
+        t=t,
+        sink=sink + [-1] * (ns - len(sink)),
+        window=window + [-1] * (w - len(window)),
+        long=long + [(-1, -1)] * (ctx.budget_k - len(long)),
+    )

@@ -1,0 +1,161 @@
+"""Train the tiny generator on StoryWorld's training split (teacher forcing, random contexts).
+
+    python -m inflvg.generator.train --minutes 20 --out inflvg/weights/generator.pt
+
+Each step renders fresh training stories, encodes every frame once (full-resolution and
+compressed), then denoises a few target frames per video, each against its own randomly
+drawn fixed-budget context (see contexts.py). Seeded: the same seed and step count give the
+same weights on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ContextConfig, GeneratorConfig, WorldConfig
+from ..world.story import render_story, sample_story
+from .contexts import choose_targets, target_context
+from .model import Context, Generator
+from .tokens import to_unit
+from .weights import save_generator
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    minutes: float = 20.0
+    """Wall-clock budget; training stops at the first step past it (or at max_steps)."""
+    max_steps: int = 1_000_000
+    videos_per_step: int = 4
+    targets_per_video: int = 16
+    lr: float = 5e-4
+    warmup_steps: int = 200
+    seed: int = 0
+    threads: int = 2
+    save_every: int = 200
+    """Steps between checkpoints written to the output path (atomically)."""
+
+
+def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contexts, vids) -> Context:
+    """Gather each target's sink + long-term + window tokens from the encoded frames.
+
+    kv_full (L, 2, NF, n_full, d); full_row[(b, f)] -> row; kv_long (L, 2, B*T, n_long, d).
+    """
+    n_full, n_long = model.tokens_per_frame, model.long_tokens_per_frame
+    L, _, _, _, d = kv_full.shape
+    full_idx, full_t, long_idx, long_t, long_j = [], [], [], [], []
+    for b, c in zip(vids, contexts):
+        frames = c.sink + c.window
+        full_idx.append([full_row.get((b, f), -1) if f >= 0 else -1 for f in frames])
+        full_t.append(frames)
+        long_idx.append([b * n_frames + f if f >= 0 else -1 for f, _ in c.long])
+        long_t.append([f for f, _ in c.long])
+        long_j.append([j for _, j in c.long])
+    full_idx, long_idx = torch.tensor(full_idx), torch.tensor(long_idx)
+    long_j = torch.tensor(long_j)
+    m, n_slots = full_idx.shape
+    full = kv_full[:, :, full_idx.clamp(min=0)].reshape(L, 2, m, n_slots * n_full, d)
+    flat_long = kv_long.reshape(L, 2, -1, d)
+    long = flat_long[:, :, (long_idx.clamp(min=0) * n_long + long_j.clamp(min=0))]  # (L, 2, m, K, d)
+    ns = len(contexts[0].sink)
+    kv = torch.cat([full[:, :, :, : ns * n_full], long, full[:, :, :, ns * n_full :]], 3)
+    full_pos = torch.cat(
+        [torch.tensor(full_t).float().repeat_interleave(n_full, 1)[..., None], model.full_yx.repeat(1, n_slots, 1).expand(m, -1, -1)], -1
+    )
+    long_pos = torch.cat([torch.tensor(long_t).float()[..., None], model.long_yx[long_j.clamp(min=0)]], -1)
+    pos = torch.cat([full_pos[:, : ns * n_full], long_pos, full_pos[:, ns * n_full :]], 1)
+    full_valid = (full_idx >= 0).repeat_interleave(n_full, 1)
+    valid = torch.cat([full_valid[:, : ns * n_full], long_idx >= 0, full_valid[:, ns * n_full :]], 1)
+    return Context(kv=kv, pos=pos, valid=valid)
+
+
+def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfig, seed: int, rng) -> torch.Tensor:
+    stories = [sample_story(seed + i, "train", world.n_scenes, world.cast_size) for i in range(tc.videos_per_step)]
+    videos = [render_story(s, world) for s in stories]
+    frames = to_unit(np.stack([v.frames for v in videos]))  # (B, T, H, W, 3)
+    n_vid, n_frames = frames.shape[:2]
+    scene_of = torch.tensor(np.stack([v.scene for v in videos]))  # (B, T)
+    text = model.encode_text([p for s in stories for p in s.prompts()])
+    text_row = lambda b, f: b * world.n_scenes + int(scene_of[b, f])  # noqa: E731
+    long_side = model.cfg.patch * model.cfg.merge
+    vids, contexts = [], []
+    for b, (story, video) in enumerate(zip(stories, videos)):
+        for t in choose_targets(story, world, tc.targets_per_video, rng):
+            vids.append(b)
+            contexts.append(target_context(t, video, world, ctx_cfg, model.long_tokens_per_frame, long_side, rng))
+    t_freqs = model.t_freqs(model.cfg.horizon_frames)
+    needed = sorted({(b, f) for b, c in zip(vids, contexts) for f in c.sink + c.window if f >= 0})
+    full_row = {bf: i for i, bf in enumerate(needed)}
+    nb, nf = torch.tensor([b for b, _ in needed]), torch.tensor([f for _, f in needed])
+    rows = torch.tensor([text_row(b, f) for b, f in needed])
+    kv_full, _ = model.encode_frames(frames[nb, nf], nf, text.index(rows), long=False, t_freqs=t_freqs)
+    all_t = torch.arange(n_frames).repeat(n_vid)
+    all_rows = torch.tensor([text_row(b, f) for b in range(n_vid) for f in range(n_frames)])
+    kv_long, _ = model.encode_frames(frames.reshape(-1, *frames.shape[2:]), all_t, text.index(all_rows), long=True, t_freqs=t_freqs)
+    ctx = build_context(model, kv_full, full_row, kv_long, n_frames, contexts, vids)
+    tb, tt = torch.tensor(vids), torch.tensor([c.t for c in contexts])
+    x1 = frames[tb, tt]
+    noise = torch.randn_like(x1)
+    s = flow_times(len(tb), model.cfg.denoise_steps)
+    xs = (1 - s)[:, None, None, None] * noise + s[:, None, None, None] * x1
+    target_rows = torch.tensor([text_row(b, t) for b, t in zip(vids, tt.tolist())])
+    clean = model.predict_clean(xs, s, tt, text.index(target_rows), ctx, t_freqs)
+    return F.mse_loss(clean, x1)
+
+
+def flow_times(n: int, steps: int) -> torch.Tensor:
+    """Half uniform in [0, 1), half on the sampler's own Euler grid {0, 1/steps, ...}."""
+    grid = torch.randint(0, steps, (n,)).float() / steps
+    return torch.where(torch.rand(n) < 0.5, grid, torch.rand(n))
+
+
+def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, tc: TrainConfig, out: str) -> dict:
+    torch.manual_seed(tc.seed)
+    torch.set_num_threads(tc.threads)
+    rng = np.random.default_rng(tc.seed)
+    model = Generator(gen_cfg, world.frame_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    start, step, ema = time.time(), 0, None
+    while step < tc.max_steps and time.time() - start < tc.minutes * 60:
+        for g in opt.param_groups:
+            g["lr"] = tc.lr * min(1.0, (step + 1) / tc.warmup_steps)
+        loss = train_step(model, world, ctx_cfg, tc, seed=1_000_000 + step * tc.videos_per_step, rng=rng)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        step += 1
+        if step % 50 == 0:
+            print(f"step {step:6d}  loss {ema:.4f}  {time.time() - start:7.0f}s", flush=True)
+        if step % tc.save_every == 0:
+            save_generator(model, world, ctx_cfg, out, _meta(step, start, ema, tc))
+    meta = _meta(step, start, ema, tc)
+    save_generator(model, world, ctx_cfg, out, meta)
+    return meta
+
+
+def _meta(step: int, start: float, loss: float, tc: TrainConfig) -> dict:
+    return {"steps": step, "seconds": round(time.time() - start), "final_loss": loss, "train_config": asdict(tc)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=TrainConfig.minutes)
+    ap.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--out", default="inflvg/weights/generator.pt")
+    args = ap.parse_args(argv)
+    tc = TrainConfig(minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads)
+    meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out)
+    print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
