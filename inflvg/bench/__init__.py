@@ -1,0 +1,1 @@
+"""The benchmark of context strategies: ``python -m inflvg.bench``."""

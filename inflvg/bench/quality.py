@@ -1,0 +1,71 @@
+"""Quality of generated videos, measured by the world readers.
+
+Per scene: alignment (the read background is the prompted one), character (the reader picks the
+prompted cast member), artifacts (1 - artifact score, averaged over frames). Per returning scene:
+identity consistency, the fraction of the 5 attributes on which the subject as read now agrees
+with the subject as read in its first scene of the same video. Combined = mean of alignment,
+identity and artifacts. Everything is 0-1, higher is better, and reported per video so that
+confidence intervals and paired differences are over videos.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..world.readers import artifact_score, attribute_agreement, read_scene, which_character
+from ..world.story import Story
+from ..world.vocab import BACKGROUND_NAMES
+
+METRICS = ("alignment", "identity", "artifacts", "combined", "character")
+
+
+@dataclass(frozen=True)
+class VideoScores:
+    alignment: float
+    identity: float  # nan when the video has no returning scene
+    artifacts: float
+    character: float
+
+    @property
+    def combined(self) -> float:
+        parts = [self.alignment, self.artifacts] + ([] if np.isnan(self.identity) else [self.identity])
+        return float(np.mean(parts))
+
+
+def score_video(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
+    """frames (T, H, W, 3) uint8 of one generated story."""
+    first_reading: dict[int, object] = {}
+    align, ident, artif, char = [], [], [], []
+    for i, sc in enumerate(story.scenes):
+        clip = frames[i * frames_per_scene : (i + 1) * frames_per_scene]
+        reading = read_scene(clip)
+        align.append(float(BACKGROUND_NAMES[reading.background] == sc.background))
+        char.append(float(which_character(reading.subject, story.cast) == sc.character))
+        bg = BACKGROUND_NAMES.index(sc.background)
+        artif.append(1.0 - float(np.mean([artifact_score(f, bg) for f in clip])))
+        if sc.character in first_reading:
+            ident.append(attribute_agreement(reading.subject, first_reading[sc.character]))
+        else:
+            first_reading[sc.character] = reading.subject
+    return VideoScores(
+        alignment=float(np.mean(align)),
+        identity=float(np.mean(ident)) if ident else float("nan"),
+        artifacts=float(np.mean(artif)),
+        character=float(np.mean(char)),
+    )
+
+
+def per_video_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
+    return {m: np.array([getattr(s, m) for s in scores], float) for m in METRICS}
+
+
+def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% bootstrap percentile interval over the non-nan values."""
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(v, (n_boot, len(v)), replace=True).mean(1)
+    return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))

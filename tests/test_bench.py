@@ -1,0 +1,75 @@
+"""The benchmark CLI end to end on a tiny saved generator, and its errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from inflvg.generator.weights import save_generator
+from inflvg.world import sample_story, save_eps
+
+
+@pytest.fixture(scope="module")
+def weights(tiny, tmp_path_factory):
+    model, world, ctx = tiny
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_generator(model, world, ctx, path, {"steps": 0})
+    return path
+
+
+def bench(*args):
+    return subprocess.run([sys.executable, "-m", "inflvg.bench", *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_bench_writes_json_table_and_plot(weights, tmp_path):
+    out = tmp_path / "b.json"
+    r = bench("--weights", weights, "--split", "heldout", "--seed", 1, "--videos", 3, "--lengths", "1,2",
+              "--strategies", "full,window,oracle", "--timing-videos", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert set(result["strategies"]) == {"full", "window", "oracle"}
+    for entry in result["strategies"].values():
+        for key in ("alignment", "identity", "artifacts", "combined"):
+            assert 0.0 <= entry[key] <= 1.0
+            lo, hi = entry["ci95"][key]
+            assert lo <= entry[key] <= hi
+        assert set(entry["timing"]["ms_per_frame"]) == {"1", "2"}
+    assert "oracle-window" in result["paired"]
+    assert out.with_suffix(".md").read_text().startswith("| strategy |")
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "frames" in r.stderr  # progress is shown
+
+
+def test_bench_on_a_prompt_file(weights, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    save_eps([sample_story(i, "train", 4, 3) for i in range(2)], prompts)
+    out = tmp_path / "p.json"
+    r = bench("--weights", weights, "--prompts", prompts, "--seed", 0, "--lengths", "1", "--strategies", "sink_window",
+              "--timing-videos", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["config"]["videos"] == 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--strategies", "window,best"], "unknown strategy 'best'"),
+        (["--budget-k", "0"], "--budget-k: must be a positive integer, got '0'"),
+        (["--budget-k", "four"], "--budget-k: must be a positive integer, got 'four'"),
+        (["--weights", "/nonexistent/g.pt"], "generator weights not found at '/nonexistent/g.pt'"),
+    ],
+)
+def test_bench_bad_input_names_the_problem(args, message, tmp_path):
+    r = bench(*args, "--out", tmp_path / "x.json")
+    assert r.returncode != 0
+    assert message in r.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_bench_malformed_prompt_row(weights, tmp_path):
+    prompts = tmp_path / "bad.jsonl"
+    prompts.write_text('{"0": "character A, a small red and blue plain circle, jumps in the desert"}\n{"0": "a dog runs"}\n')
+    r = bench("--weights", weights, "--prompts", prompts, "--out", tmp_path / "x.json")
+    assert r.returncode != 0
+    assert "bad.jsonl:2, key '0': cannot parse prompt 'a dog runs'" in r.stderr
