@@ -1,0 +1,32 @@
+# `make test` builds the environment from nothing (about 2 minutes, 2.6 GB) and runs the suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SEED ?= 0
+
+.PHONY: test bench generator readers clean-env
+
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_shim.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: it resolves to the local CPU wheel where there is one
+	$(PY) -m pip install -q torch==2.13.0
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	# only where torchvision's CUDA wheel meets CPU torch; a no-op elsewhere
+	$(PY) scripts/install_torchvision_shim.py
+	touch $@
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m inflvg.bench --split heldout --seed $(SEED) --out results/bench.json
+
+readers: $(VENV)/.installed
+	$(PY) -m inflvg.world.readers_check --videos 64 --seed $(SEED) --out results/readers.json
+
+# remakes the shipped weights (see README for time and figures)
+generator: $(VENV)/.installed
+	$(PY) -m inflvg.generator.train --minutes 25 --seed $(SEED) --out inflvg/weights/generator.pt
+
+clean-env:
+	rm -rf $(VENV)
