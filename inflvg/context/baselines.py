@@ -67,24 +67,28 @@ class OracleK(ContextStrategy):
         return pad_selection(chosen, state.budget_k)
 
     def _subject_tokens(self, state: SelectionState, b: int) -> list[int]:
-        story, fps = state.stories[b], state.frames_per_scene
+        """Pool indices of tokens showing the scene's subject, newest frame first, at most K.
+
+        Frames are examined newest first, a few at a time, so the cost does not grow with the video."""
+        story, fps, size = state.stories[b], state.frames_per_scene, state.frames.shape[2]
         subject = story.scenes[state.scene].character
-        scene_of = state.pool_frames // fps
-        size = state.frames.shape[2]
-        g = int(round(np.sqrt(state.pool_tokens.max() + 1))) if state.pool_size else 1
+        n_tok = int(state.pool_tokens.max()) + 1 if state.pool_size else 1
+        g = int(round(np.sqrt(n_tok)))
         side = size // g
-        picks = []
-        for i in np.argsort(-state.pool_frames, kind="stable"):
-            sc = story.scenes[scene_of[i]]
-            if sc.character != subject:
-                continue
-            r, c = divmod(int(state.pool_tokens[i]), g)
-            patch = state.frames[b, state.pool_frames[i], r * side : (r + 1) * side, c * side : (c + 1) * side]
-            bg = background(sc.background, size)[r * side : (r + 1) * side, c * side : (c + 1) * side]
-            diff = np.abs(patch.astype(np.int16) - bg.astype(np.int16)).sum(-1)
-            if (diff > ORACLE_PIXEL_DIFF).sum() >= ORACLE_MIN_PIXELS:
-                picks.append(int(i))
-        return picks
+        newest_first = state.pool_frames[::n_tok][::-1]  # the pool holds whole frames in time order
+        candidates = [f for f in newest_first if story.scenes[f // fps].character == subject]
+        picks: list[int] = []
+        for chunk in range(0, len(candidates), fps):
+            frames = np.asarray(candidates[chunk : chunk + fps])
+            bgs = np.stack([background(story.scenes[f // fps].background, size) for f in frames])
+            diff = np.abs(state.frames[b, frames].astype(np.int16) - bgs.astype(np.int16)).sum(-1) > ORACLE_PIXEL_DIFF
+            shows = diff.reshape(len(frames), g, side, g, side).sum((2, 4)).reshape(len(frames), -1) >= ORACLE_MIN_PIXELS
+            for f, row in zip(frames, shows):
+                base = int(np.searchsorted(state.pool_frames, f))
+                picks += [base + int(j) for j in np.flatnonzero(row)]
+            if len(picks) >= state.budget_k:
+                break
+        return picks[: state.budget_k]
 
 
 STRATEGIES = {cls.name: cls for cls in (FullHistory, SlidingWindow, SinkWindow, FarUniform, RandomK, OracleK)}
