@@ -160,3 +160,16 @@ def render_story(story: Story, world: WorldConfig) -> Video:
     char = np.repeat([sc.character for sc in story.scenes], fps)
     bg = np.repeat([BACKGROUND_NAMES.index(sc.background) for sc in story.scenes], fps)
     return Video(frames, masks, char, bg, np.repeat(np.arange(len(story.scenes)), fps))
+
+
+def subject_history(story: Story, frames: np.ndarray, frames_per_scene: int, scene: int) -> np.ndarray | None:
+    """Frames of the earlier scenes whose prompt names the same character as ``scene`` (the
+    history the identity reward compares against); None at a first appearance.
+
+    frames (T, H, W, 3) of one video -> (M, H, W, 3) or None.
+    """
+    subject = story.scenes[scene].character
+    earlier = [i for i in range(scene) if story.scenes[i].character == subject]
+    if not earlier:
+        return None
+    return np.concatenate([frames[i * frames_per_scene : (i + 1) * frames_per_scene] for i in earlier])
