@@ -1,0 +1,274 @@
+"""The context-selection policy of InfLVG (arXiv 2505.17574): at every scene change, score each
+long-term pool token against the current scene prompt and choose K of them without replacement.
+
+A selection is an ordered K-tuple drawn from the Plackett-Luce distribution over softmax scores,
+
+    P(c_1..c_K | s) = prod_i exp(s_{c_i}) / sum_{j in R_i} exp(s_j),   R_i = valid \\ {c_1..c_{i-1}},
+
+which Gumbel-top-K draws exactly (perturb every score with Gumbel noise, keep the K largest, in
+order). The log-probability is computed in fp32 and in log-space whatever the policy's dtype: the
+released code does it in bf16, where a sum over hundreds of candidates loses the small terms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .context.base import ContextStrategy, SelectionState
+from .rollout import Transition
+
+N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
+
+PromptEmbedder = Callable[[list], tuple]  # prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    d_feature: int = 128
+    """Width of the generator's long-term token features (its d_model)."""
+    d_prompt: int = 128
+    """Width of the prompt embedding tokens (the generator's projected text tokens)."""
+    d_model: int = 64
+    """Width inside the policy."""
+    n_heads: int = 4
+    """Heads of the token -> prompt cross-attention."""
+    hidden: int = 128
+    """Hidden width of the scoring MLP."""
+    temperature: float = 1.0
+    """Logits are divided by it: > 1 flattens the selection distribution."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "temperature":
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                    raise ValueError(f"PolicyConfig.temperature must be a number > 0, got {value!r}; use 1.0 for plain softmax")
+            elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"PolicyConfig.{f.name} must be a positive integer, got {value!r}; set it to an int >= 1")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"PolicyConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+
+def candidate_features(features: torch.Tensor, pool_frames: np.ndarray, pool_tokens: np.ndarray, now_frame: int) -> torch.Tensor:
+    """Encoder features (B, N, d) + per-token extras -> the policy's candidate features (B, N, d + N_EXTRA), fp32.
+
+    Extras: relative age (now - frame) / now in (0, 1], and the token's row and column in its
+    frame's square grid of long-term tokens, in [0, 1]."""
+    b, n, _ = features.shape
+    g = max(1, math.isqrt(int(pool_tokens.max()) + 1)) if n else 1
+    age = (now_frame - pool_frames.astype(np.float32)) / max(now_frame, 1)
+    rows, cols = (pool_tokens // g) / max(g - 1, 1), (pool_tokens % g) / max(g - 1, 1)
+    extras = torch.as_tensor(np.stack([age, rows, cols], -1), dtype=torch.float32, device=features.device)
+    return torch.cat([features.float(), extras.expand(b, n, N_EXTRA)], -1)
+
+
+def _valid(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    return torch.isfinite(logits) if valid is None else valid.bool() & torch.isfinite(logits)
+
+
+def _ranked(scores: torch.Tensor, k: int, valid: torch.Tensor) -> torch.Tensor:
+    """Indices of the k largest valid scores (B, N) in order -> (B, k), -1 past the valid ones."""
+    b, n = scores.shape
+    out = torch.full((b, k), -1, dtype=torch.long, device=scores.device)
+    m = min(k, n)
+    if m:
+        top = scores.masked_fill(~valid, float("-inf")).topk(m, -1)
+        out[:, :m] = top.indices.masked_fill(~valid.gather(1, top.indices), -1)
+    return out
+
+
+def gumbel_top_k(logits, k: int, generator: torch.Generator | None = None, valid=None) -> torch.Tensor:
+    """Gumbel-top-K: logits (B, N) -> (B, K) indices drawn from Plackett-Luce, -1 for empty slots.
+
+    argsort(s + G), G_j = -log(-log U_j) i.i.d., is distributed as sequential softmax sampling
+    without replacement (Yellott 1977; Kool et al. 2019). Noise comes from ``generator`` (CPU)."""
+    dev = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape, generator=generator, device=dev).to(logits.device)
+    gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(torch.float32).tiny)))
+    return _ranked(logits.float() + gumbel, k, _valid(logits, valid))
+
+
+def top_k(logits, k: int, valid=None) -> torch.Tensor:
+    """The K highest-scoring valid candidates, best first: (B, N) -> (B, K), -1 for empty slots."""
+    return _ranked(logits.float(), k, _valid(logits, valid))
+
+
+def _steps(logits, chosen, valid):
+    """Yield, for each of the K picks: scores (B, N) restricted to the remaining candidates (rows
+    with none left hold zeros, so gradients stay finite), pick (B,) clamped to >= 0, active (B,)
+    (a real pick), allowed (B,) (the pick is among the remaining candidates)."""
+    s = logits.float()
+    remaining = _valid(logits, valid)
+    for i in range(chosen.shape[1]):
+        pick = chosen[:, i]
+        active = pick >= 0
+        safe = pick.clamp_min(0)
+        rest = s.masked_fill(~remaining, float("-inf"))
+        rest = torch.where(remaining.any(-1, keepdim=True), rest, torch.zeros_like(rest))
+        yield rest, safe, active, remaining.gather(1, safe[:, None])[:, 0]
+        remaining = remaining & ~(F.one_hot(safe, s.shape[1]).bool() & active[:, None])
+
+
+def plackett_luce_log_prob(logits, chosen, valid=None) -> torch.Tensor:
+    """Exact log P of the ordered selection, fp32: logits (B, N), chosen (B, K) (-1 = no pick) -> (B,).
+
+    log P = sum_i [ s_{c_i} - logsumexp_{j in R_i} s_j ], R_i the valid candidates not yet chosen.
+    A pick of an invalid or already-chosen candidate has probability 0 (log P = -inf)."""
+    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    if logits.shape[1] == 0:
+        return total
+    for rest, pick, active, allowed in _steps(logits, chosen, valid):
+        term = rest.gather(1, pick[:, None])[:, 0] - torch.logsumexp(rest, -1)
+        term = torch.where(allowed, term, torch.full_like(term, float("-inf")))
+        total = total + torch.where(active, term, torch.zeros_like(term))
+    return total
+
+
+def plackett_luce_entropy(logits, chosen, valid=None) -> torch.Tensor:
+    """Unbiased estimate of the entropy of the K-selection, fp32: (B, N), (B, K) -> (B,).
+
+    Chain rule: H(c_1..c_K) = E[ sum_i H(c_i | c_<i) ]; with ``chosen`` sampled from the policy,
+    the sum of the exact conditional softmax entropies is an estimate with lower variance than
+    -log P. The first term is the exact entropy of the first pick."""
+    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    if logits.shape[1] == 0:
+        return total
+    for rest, _, active, _ in _steps(logits, chosen, valid):
+        logp = torch.log_softmax(rest, -1)
+        h = -(logp.exp() * logp.masked_fill(~torch.isfinite(logp), 0.0)).sum(-1)
+        total = total + torch.where(active, h, torch.zeros_like(h))
+    return total
+
+
+class SelectionPolicy(nn.Module):
+    """Scores candidates: (features (B, N, d_feature + N_EXTRA), prompt) -> logits (B, N), -inf on padding.
+
+    tokens -> LayerNorm + linear; cross-attention from tokens (queries) to prompt tokens (keys/
+    values, masked); residual; MLP head. The last layer starts small, so a fresh policy is close
+    to uniform (random-K) and training moves it away from there."""
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.norm_feat = nn.LayerNorm(cfg.d_feature)
+        self.token_in = nn.Linear(cfg.d_feature + N_EXTRA, cfg.d_model)
+        self.prompt_in = nn.Sequential(nn.LayerNorm(cfg.d_prompt), nn.Linear(cfg.d_prompt, cfg.d_model))
+        self.cross = nn.MultiheadAttention(cfg.d_model, cfg.n_heads, batch_first=True)
+        self.head = nn.Sequential(
+            nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.hidden), nn.GELU(),
+            nn.Linear(cfg.hidden, 1, bias=False),  # softmax ignores a shared offset: a bias would never learn
+        )  # fmt: skip
+        nn.init.normal_(self.head[-1].weight, std=0.01)
+
+    def forward(self, features, prompt_tokens, prompt_mask, valid=None) -> torch.Tensor:
+        """features (B, N, d_feature + N_EXTRA) from ``candidate_features``, prompt_tokens (B, L, d_prompt),
+        prompt_mask (B, L) bool (True on real tokens), valid (B, N) bool or None -> logits (B, N), -inf where invalid."""
+        feats, extras = features[..., : self.cfg.d_feature], features[..., self.cfg.d_feature :]
+        h = self.token_in(torch.cat([self.norm_feat(feats), extras], -1))  # (B, N, d_model)
+        p = self.prompt_in(prompt_tokens)  # (B, L, d_model)
+        attended, _ = self.cross(h, p, p, key_padding_mask=~prompt_mask.bool(), need_weights=False)
+        logits = self.head(h + attended).squeeze(-1) / self.cfg.temperature  # (B, N)
+        return logits if valid is None else logits.masked_fill(~valid, float("-inf"))
+
+    sample = staticmethod(gumbel_top_k)
+    greedy = staticmethod(top_k)
+    log_prob = staticmethod(plackett_luce_log_prob)
+    entropy_estimate = staticmethod(plackett_luce_entropy)
+
+
+def generator_prompt_embedder(model) -> PromptEmbedder:
+    """The generator's own prompt embedding (``Generator.encode_text``): its tokens and mask."""
+
+    @torch.no_grad()
+    def embed(prompts: list) -> tuple:
+        text = model.encode_text(list(prompts))
+        return text.tokens, text.mask
+
+    return embed
+
+
+@dataclass
+class SelectionStep:
+    """What the policy saw and did at one scene change, for a batch of B videos (CPU, fp32)."""
+
+    scene: int
+    features: torch.Tensor  # (B, N, d_feature + N_EXTRA) float32 candidate inputs the policy saw
+    prompt_tokens: torch.Tensor  # (B, L, d_prompt) float32
+    prompt_mask: torch.Tensor  # (B, L) bool
+    chosen: torch.Tensor  # (B, K) int64, -1 for an empty slot
+    logp_old: torch.Tensor  # (B,) float32 log-prob of ``chosen`` under the acting policy
+
+    @property
+    def pool_size(self) -> int:
+        return self.features.shape[1]
+
+
+class LearnedStrategy(ContextStrategy):
+    """The learned policy as a context strategy: samples (or, with ``greedy``, takes the top) K
+    pool tokens at each scene change and records a ``SelectionStep`` in ``transitions``.
+
+    ``seed`` seeds the selection noise only, separate from the generator's noise seed, so that
+    the rollouts of a GRPO group share their initial noise and differ by their selections."""
+
+    name = "learned"
+
+    def __init__(self, policy: SelectionPolicy, embed_prompts: PromptEmbedder, greedy: bool = False,
+                 seed: int | None = None, record: bool = True):  # fmt: skip
+        self.policy, self.embed_prompts, self.greedy, self.record = policy, embed_prompts, greedy, record
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.transitions: list[SelectionStep] = []
+
+    @torch.no_grad()
+    def select(self, state: SelectionState) -> np.ndarray:
+        b, k = state.n_videos, state.budget_k
+        if state.pool_size == 0:  # nothing to choose: not an action
+            return np.full((b, k), -1, np.int64)
+        param = next(self.policy.parameters())
+        now = state.scene * state.frames_per_scene
+        feats = candidate_features(state.features.to(param.device), state.pool_frames, state.pool_tokens, now)
+        tokens, mask = self.embed_prompts(state.prompts)
+        tokens, mask = tokens.to(param.device).float(), mask.to(param.device).bool()
+        logits = self.policy(feats.to(param.dtype), tokens.to(param.dtype), mask)  # records stay fp32
+        chosen = top_k(logits, k) if self.greedy else gumbel_top_k(logits, k, self.generator)
+        if self.record:
+            logp = plackett_luce_log_prob(logits, chosen)
+            self.transitions.append(SelectionStep(state.scene, feats.cpu(), tokens.cpu(), mask.cpu(), chosen.cpu(), logp.cpu()))
+        return chosen.cpu().numpy()
+
+    def video_transitions(self) -> list[list[Transition]]:
+        """The recorded steps split per video: element b lists video b's transitions in scene order."""
+        if not self.transitions:
+            return []
+        out: list[list[Transition]] = [[] for _ in range(self.transitions[0].chosen.shape[0])]
+        for st in self.transitions:
+            for b, video in enumerate(out):
+                video.append(Transition(
+                    scene=st.scene, features=st.features[b].numpy(), prompt_tokens=st.prompt_tokens[b].numpy(),
+                    prompt_mask=st.prompt_mask[b].numpy(), chosen=st.chosen[b].numpy(), logp_old=float(st.logp_old[b]),
+                ))  # fmt: skip
+        return out
+
+
+def save_policy(policy: SelectionPolicy, path: str | Path) -> None:
+    """Weights and config in one file (torch.save of plain types, loadable with weights_only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": asdict(policy.cfg), "state_dict": policy.state_dict()}, path)
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> SelectionPolicy:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no policy checkpoint at {path}; write one with save_policy(policy, path)")
+    blob = torch.load(path, map_location=device, weights_only=True)
+    policy = SelectionPolicy(PolicyConfig(**blob["config"])).to(device)
+    policy.load_state_dict(blob["state_dict"])
+    return policy

@@ -1,0 +1,1 @@
+"""The learner role: GRPO math (pure functions), the learner actor and checkpoints."""

@@ -1,0 +1,182 @@
+"""The selection policy: Plackett-Luce against brute-force enumeration, Gumbel-top-K against
+softmax frequencies, masking, fp32 log-probs, gradients, and a real run inside ``generate``."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from inflvg.generator.sample import generate
+from inflvg.policy import (
+    N_EXTRA,
+    LearnedStrategy,
+    PolicyConfig,
+    SelectionPolicy,
+    generator_prompt_embedder,
+    gumbel_top_k,
+    load_policy,
+    plackett_luce_entropy,
+    plackett_luce_log_prob,
+    save_policy,
+    top_k,
+)
+from inflvg.rollout import collate_transitions
+from inflvg.world import sample_story
+from learner.grpo import credit_transitions, grpo_loss
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Intra-op threads fight over busy cores (2 threads ran generate 60x slower here than 1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def slow_pl_log_prob(scores: list, picks: tuple) -> float:
+    """Product formula, one pick at a time: prod_i exp(s_ci) / sum_{j remaining} exp(s_j)."""
+    remaining, p = set(range(len(scores))), 1.0
+    for c in picks:
+        p *= math.exp(scores[c]) / sum(math.exp(scores[j]) for j in remaining)
+        remaining.remove(c)
+    return math.log(p)
+
+
+@pytest.mark.parametrize("n,k", [(5, 3), (4, 4), (6, 1)])
+def test_plackett_luce_matches_brute_force_enumeration(n, k):
+    scores = torch.randn(n, generator=torch.Generator().manual_seed(n * 10 + k)) * 2
+    tuples = list(itertools.permutations(range(n), k))
+    lp = plackett_luce_log_prob(scores.expand(len(tuples), n), torch.tensor(tuples))
+    assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    slow = torch.tensor([slow_pl_log_prob(scores.tolist(), t) for t in tuples])
+    assert torch.allclose(lp, slow, atol=1e-5)
+
+
+def test_padding_is_excluded_and_empty_slots_count_nothing():
+    scores = torch.tensor([[0.3, -1.0, 2.0, 5.0, 0.0]])
+    valid = torch.tensor([[True, True, True, False, False]])  # a pool of 3 padded to 5
+    tuples = list(itertools.permutations(range(3), 2))
+    lp = plackett_luce_log_prob(scores.expand(len(tuples), -1), torch.tensor(tuples), valid.expand(len(tuples), -1))
+    assert lp.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+    full = plackett_luce_log_prob(scores, torch.tensor([[2, 0, 1, -1]]), valid)  # K=4 > pool: one empty slot
+    assert full.item() == pytest.approx(slow_pl_log_prob([0.3, -1.0, 2.0], (2, 0, 1)), abs=1e-6)
+    assert plackett_luce_log_prob(scores, torch.tensor([[3, 0]]), valid).item() == float("-inf")
+
+
+def test_gumbel_top_k_first_pick_and_pairs_follow_plackett_luce():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    n_samples = 4000
+    picks = gumbel_top_k(logits.expand(n_samples, -1), 2, torch.Generator().manual_seed(0))
+    first = torch.bincount(picks[:, 0], minlength=4).float() / n_samples
+    assert torch.allclose(first, logits.softmax(0), atol=0.025)
+    pairs = list(itertools.permutations(range(4), 2))
+    expected = plackett_luce_log_prob(logits.expand(len(pairs), -1), torch.tensor(pairs)).exp()
+    observed = torch.tensor([((picks[:, 0] == a) & (picks[:, 1] == b)).float().mean().item() for a, b in pairs])
+    assert torch.allclose(observed, expected, atol=0.02)
+
+
+def test_masked_candidates_are_never_selected():
+    logits = torch.tensor([[0.0, 50.0, 0.1, 50.0, -0.2]]).expand(500, -1)
+    valid = torch.tensor([True, False, True, False, True]).expand(500, -1)
+    picks = gumbel_top_k(logits, 4, torch.Generator().manual_seed(1), valid)
+    assert set(picks[:, :3].flatten().tolist()) == {0, 2, 4} and (picks[:, 3] == -1).all()
+    assert top_k(logits[:1], 4, valid[:1]).tolist() == [[2, 0, 4, -1]]
+    assert (top_k(logits[:1].masked_fill(~valid[:1], float("-inf")), 2) == torch.tensor([[2, 0]])).all()
+
+
+def test_log_prob_and_entropy_are_fp32_with_bf16_logits():
+    logits = torch.randn(3, 40).bfloat16()
+    chosen = top_k(logits, 5)
+    lp = plackett_luce_log_prob(logits, chosen)
+    assert lp.dtype == torch.float32
+    assert torch.equal(lp, plackett_luce_log_prob(logits.float(), chosen))
+    h = plackett_luce_entropy(logits, chosen[:, :1])  # one pick: the exact softmax entropy
+    p = logits.float().softmax(-1)
+    assert h.dtype == torch.float32 and torch.allclose(h, -(p * p.log()).sum(-1), atol=1e-5)
+
+
+def small_policy(d: int = 32) -> SelectionPolicy:
+    torch.manual_seed(0)
+    return SelectionPolicy(PolicyConfig(d_feature=d, d_prompt=d, d_model=16, n_heads=2, hidden=32))
+
+
+def test_gradients_reach_every_parameter():
+    policy = small_policy()
+    feats, prompt = torch.randn(2, 7, 32 + N_EXTRA), torch.randn(2, 5, 32)
+    mask, valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    logits = policy(feats, prompt, mask, valid)
+    assert torch.isinf(logits[1, 4:]).all() and torch.isfinite(logits[1, :4]).all()
+    chosen = policy.sample(logits, 3, torch.Generator().manual_seed(0))
+    policy.log_prob(logits, chosen, valid).sum().backward()
+    for name, p in policy.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_config_validation_and_checkpoint_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="n_heads"):
+        PolicyConfig(d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="temperature"):
+        PolicyConfig(temperature=0.0)
+    policy = small_policy()
+    save_policy(policy, tmp_path / "p" / "policy.pt")
+    loaded = load_policy(tmp_path / "p" / "policy.pt")
+    assert loaded.cfg == policy.cfg
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
+    model, world, ctx = tiny
+    stories = [sample_story(i, "heldout", 3, world.cast_size) for i in range(2)]
+    policy = small_policy(model.cfg.d_model)
+    strategy = LearnedStrategy(policy, generator_prompt_embedder(model), seed=7)
+    res = generate(model, stories, world, ctx, strategy, seed=3)
+    assert [st.scene for st in strategy.transitions] == [1, 2]  # scene 0 has an empty pool: no action
+    for st, sel in zip(strategy.transitions, res.selections[1:]):
+        assert np.array_equal(st.chosen.numpy(), sel) and ((sel >= 0) & (sel < st.pool_size)).all()
+        assert all(len(set(row.tolist())) == len(row) for row in sel)
+    # the learner recomputes the log-probs from the records alone, padded to one batch
+    videos = strategy.video_transitions()
+    batch = collate_transitions([t for v in videos for t in v])
+    logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
+    logp = policy.log_prob(logits, batch.chosen, batch.valid)
+    assert torch.allclose(logp, batch.logp_old, atol=1e-4)
+    greedy = LearnedStrategy(policy, generator_prompt_embedder(model), greedy=True, record=False)
+    a, b = (generate(model, stories, world, ctx, greedy, seed=3).selections for _ in range(2))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and greedy.transitions == []
+
+
+def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
+    from inflvg.rollout import Rollout, Transition
+
+    policy = small_policy()
+    g = torch.Generator().manual_seed(3)
+    feats, prompt = torch.randn(1, 6, 32 + N_EXTRA, generator=g), torch.randn(1, 4, 32, generator=g)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    with torch.no_grad():
+        logits = policy(feats, prompt, mask)
+    chosen = [torch.tensor([[0, 1]]), torch.tensor([[2, 3]]), torch.tensor([[4, 5]]), torch.tensor([[3, 0]])]
+    group = [
+        Rollout("s", 0, i, 0, 0, i, np.array([np.nan, r], np.float32), transitions=[Transition(
+            1, feats[0].numpy(), prompt[0].numpy(), mask[0].numpy(), c[0].numpy(), float(policy.log_prob(logits, c)))])
+        for i, (c, r) in enumerate(zip(chosen, [1.0, 0.0, 0.2, 0.5]))
+    ]  # fmt: skip
+    transitions, adv, valid = credit_transitions([group])
+    batch = collate_transitions(transitions)
+    before = [p.detach().clone() for p in policy.parameters()]
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    for _ in range(3):
+        logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
+        logp = policy.log_prob(logits, batch.chosen, batch.valid)
+        loss, stats = grpo_loss(logp, batch.logp_old, adv, valid)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    with torch.no_grad():
+        after = policy.log_prob(policy(feats, prompt, mask), chosen[0])
+    assert after.item() > batch.logp_old[0].item() + 0.05
