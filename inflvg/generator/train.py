@@ -23,7 +23,7 @@ from ..world.story import render_story, sample_story
 from .contexts import choose_targets, target_context
 from .model import Context, Generator
 from .tokens import to_unit
-from .weights import save_generator
+from .weights import load_generator, save_generator
 
 
 @dataclass(frozen=True)
@@ -114,16 +114,23 @@ def flow_times(n: int, steps: int) -> torch.Tensor:
     return torch.where(torch.rand(n) < 0.5, grid, torch.rand(n))
 
 
-def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, tc: TrainConfig, out: str) -> dict:
+def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, tc: TrainConfig, out: str, init: str | None = None) -> dict:
+    """Train from scratch, or continue from the weights at ``init`` (a fresh optimizer, warmed up again)."""
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     rng = np.random.default_rng(tc.seed)
     model = Generator(gen_cfg, world.frame_size)
+    first_step, prior_seconds = 0, 0
+    if init is not None:
+        start_model, world, ctx_cfg, meta = load_generator(init)
+        model.load_state_dict(start_model.state_dict())
+        first_step, prior_seconds = meta["steps"], meta["seconds"]
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    start, step, ema = time.time(), 0, None
+    model.train().requires_grad_(True)
+    start, step, ema = time.time(), first_step, None
     while step < tc.max_steps and time.time() - start < tc.minutes * 60:
         for g in opt.param_groups:
-            g["lr"] = tc.lr * min(1.0, (step + 1) / tc.warmup_steps)
+            g["lr"] = tc.lr * min(1.0, (step - first_step + 1) / tc.warmup_steps)
         loss = train_step(model, world, ctx_cfg, tc, seed=1_000_000 + step * tc.videos_per_step, rng=rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,13 +141,14 @@ def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, 
         if step % 50 == 0:
             print(f"step {step:6d}  loss {ema:.4f}  {time.time() - start:7.0f}s", flush=True)
         if step % tc.save_every == 0:
-            save_generator(model, world, ctx_cfg, out, _meta(step, start, ema, tc))
-    meta = _meta(step, start, ema, tc)
+            save_generator(model, world, ctx_cfg, out, _meta(step, start - prior_seconds, ema, tc))
+    meta = _meta(step, start - prior_seconds, ema, tc)
     save_generator(model, world, ctx_cfg, out, meta)
     return meta
 
 
 def _meta(step: int, start: float, loss: float, tc: TrainConfig) -> dict:
+    """``start`` is shifted back by the seconds of earlier runs, so 'seconds' is the total."""
     return {"steps": step, "seconds": round(time.time() - start), "final_loss": loss, "train_config": asdict(tc)}
 
 
@@ -151,9 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--out", default="inflvg/weights/generator.pt")
+    ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
     args = ap.parse_args(argv)
     tc = TrainConfig(minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads)
-    meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out)
+    meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out, init=args.init)
     print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
 
 
