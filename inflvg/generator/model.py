@@ -117,6 +117,10 @@ class Generator(nn.Module):
         d, p, m = cfg.d_model, cfg.patch, cfg.merge
         self.text = TextEncoder(cfg.d_text, cfg.text_layers, cfg.max_prompt_tokens)
         self.text_proj = nn.Linear(cfg.d_text, d)
+        # each word also reaches cross-attention directly: a colour word is 2% of a prompt and
+        # would otherwise have to survive a randomly initialised encoder to steer 10% of the pixels
+        self.word_emb = nn.Embedding(len(self.text.tokenizer), d)
+        nn.init.normal_(self.word_emb.weight, std=0.02)
         self.patch_in = nn.Linear(p * p * 3, d)
         self.long_in = nn.Linear((p * m) ** 2 * 3, d)
         self.type_emb = nn.Parameter(torch.randn(3, d) * 0.02)
@@ -144,8 +148,8 @@ class Generator(nn.Module):
         return self.long_yx.shape[0]
 
     def encode_text(self, prompts: list[str]) -> Text:
-        hidden, mask = self.text(prompts)
-        tokens = self.text_proj(hidden)
+        hidden, mask, ids = self.text(prompts)
+        tokens = self.text_proj(hidden) + self.word_emb(ids)
         return Text(tokens, mask, tokens[:, 0])
 
     def t_freqs(self, max_distance: float) -> torch.Tensor:

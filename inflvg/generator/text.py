@@ -52,12 +52,12 @@ class TextEncoder(nn.Module):
         )
         self.bert = BertModel(cfg, add_pooling_layer=False)
 
-    def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> hidden (B, L, d_text), mask (B, L) bool."""
+    def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> hidden (B, L, d_text), mask (B, L) bool, token ids (B, L) long."""
         ids, mask = self.tokenizer(prompts, self.max_len)
         ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.bert(input_ids=ids, attention_mask=mask.long())
-        return out.last_hidden_state, mask
+        return out.last_hidden_state, mask, ids
 
     @property
     def device(self) -> torch.device:

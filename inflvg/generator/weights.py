@@ -28,8 +28,11 @@ def save_generator(model: Generator, world: WorldConfig, ctx: ContextConfig, pat
     tmp.replace(path)  # atomic: a crash never leaves a half-written weights file
 
 
-def load_generator(path: str | Path | None = None, device: str = "cpu"):
-    """-> (Generator in eval mode, WorldConfig, ContextConfig, meta). Default: the shipped weights."""
+def load_generator(path: str | Path | None = None, device: str = "cpu", strict: bool = True):
+    """-> (Generator in eval mode, WorldConfig, ContextConfig, meta). Default: the shipped weights.
+
+    strict=False lets training continue from weights that predate a newly added parameter
+    (it keeps its initialisation); everything else loads strictly."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(
@@ -39,6 +42,8 @@ def load_generator(path: str | Path | None = None, device: str = "cpu"):
     blob = torch.load(path, map_location=device, weights_only=True)
     world = WorldConfig(**blob["world_config"])
     model = Generator(GeneratorConfig(**blob["generator_config"]), world.frame_size)
-    model.load_state_dict(blob["state_dict"])
+    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=strict)
+    if unexpected:
+        raise ValueError(f"generator weights at {str(path)!r} hold parameters this model lacks: {unexpected[:5]}")
     model.to(device).eval().requires_grad_(False)
     return model, world, ContextConfig(**blob["context_config"]), blob["meta"]
