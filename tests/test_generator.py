@@ -132,3 +132,12 @@ def test_shipped_weights_load_and_generate():
     s = [sample_story(0, "heldout", 2, world.cast_size)]
     res = generate(model, s, world, ctx, make_strategy("oracle"), seed=0)
     assert res.frames.shape[1] == 2 * world.frames_per_scene
+
+
+def test_shared_noise_makes_a_group_differ_only_by_selection(tiny):
+    model, world, ctx = tiny
+    story = stories(world, n=1)[0]
+    res = generate(model, [story] * 3, world, ctx, make_strategy("far"), seed=4, shared_noise=True)
+    assert np.array_equal(res.frames[0], res.frames[1]) and np.array_equal(res.frames[1], res.frames[2])
+    apart = generate(model, [story] * 2, world, ctx, make_strategy("far"), seed=4)
+    assert not np.array_equal(apart.frames[0], apart.frames[1])

@@ -44,9 +44,12 @@ def generate(
     strategy: ContextStrategy,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    shared_noise: bool = False,
 ) -> GenerationResult:
     """Generate one video per story. The noise depends only on ``seed`` and the batch layout,
-    so two strategies run with the same seed see the same noise (a paired comparison)."""
+    so two strategies run with the same seed see the same noise (a paired comparison).
+    ``shared_noise``: every video of the batch gets the same noise (a GRPO group: copies of one
+    story whose rollouts then differ only by their selections)."""
     n_scenes = _check_batch(stories)
     b, fps, size = len(stories), world.frames_per_scene, model.frame_size
     total = n_scenes * fps
@@ -80,7 +83,7 @@ def generate(
             t = sc * fps + j
             context = cache.context(t, selected, strategy.uses_sink, b)
             n_ctx[t] = 0 if context is None else context.n_tokens
-            x = torch.randn(b, size, size, 3, generator=noise_gen).to(dev)
+            x = torch.randn(1 if shared_noise else b, size, size, 3, generator=noise_gen).expand(b, -1, -1, -1).to(dev)
             tt = torch.full((b,), t, device=dev)
             for k in range(steps):
                 s = torch.full((b,), k / steps, device=dev)
