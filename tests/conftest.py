@@ -15,3 +15,18 @@ def tiny():
     gen = GeneratorConfig(d_model=32, n_heads=2, n_layers=2, d_text=32, text_layers=1, denoise_steps=2, horizon_frames=16)
     model = Generator(gen, world.frame_size).eval()
     return model, world, ContextConfig(budget_k=8, window_frames=2)
+
+
+@pytest.fixture(scope="session")
+def lively(tiny):
+    """The tiny generator with its zero-initialised gates and output made random: a fresh one
+    ignores noise and context (zero gates), so neither could change its frames."""
+    import copy
+
+    model, world, ctx = tiny
+    gen = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for lin in [b.ada for b in gen.blocks] + [gen.ada_out, gen.out]:
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.2)
+    return gen, world, ctx

@@ -134,8 +134,8 @@ def test_shipped_weights_load_and_generate():
     assert res.frames.shape[1] == 2 * world.frames_per_scene
 
 
-def test_shared_noise_makes_a_group_differ_only_by_selection(tiny):
-    model, world, ctx = tiny
+def test_shared_noise_makes_a_group_differ_only_by_selection(lively):
+    model, world, ctx = lively
     story = stories(world, n=1)[0]
     res = generate(model, [story] * 3, world, ctx, make_strategy("far"), seed=4, shared_noise=True)
     assert np.array_equal(res.frames[0], res.frames[1]) and np.array_equal(res.frames[1], res.frames[2])
