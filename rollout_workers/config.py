@@ -1,0 +1,52 @@
+"""Typed, frozen configuration of the rollout workers (the actor receives only this sub-config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _int_at_least(obj: object, name: str, low: int, hint: str) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"RolloutConfig.{name} must be an integer >= {low}, got {value!r}; {hint}")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    generator_weights: str | None = None
+    """Path of the frozen generator's weights (``save_generator``); None: the shipped ones."""
+    group_size: int = 4
+    """G: rollouts per prompt set. They share the generator's noise and differ by their selections."""
+    budget_k: int | None = None
+    """Long-term tokens the policy selects at each scene change; None: the weights' own ContextConfig."""
+    replicas: int = 1
+    """Rollout actors in the group."""
+    num_cpus: float = 1.0
+    """CPUs Ray reserves for each actor."""
+    num_gpus: float = 0.0
+    """GPUs Ray reserves for each actor; > 0 runs the generator and policy on CUDA."""
+    max_restarts: int = 2
+    """Times Ray restarts a dead actor (its work is re-issued once by the group)."""
+    threads: int = 1
+    """torch intra-op threads inside the actor: more than the reserved cores makes it much slower."""
+    keep_frames: bool = True
+    """Store each video's frames (T, H, W, 3) uint8 in its Rollout (the reward actors need them)."""
+
+    def __post_init__(self) -> None:
+        if self.generator_weights is not None and (not isinstance(self.generator_weights, str) or not self.generator_weights):
+            raise ValueError(
+                f"RolloutConfig.generator_weights must be a non-empty path string or None (the shipped weights), "
+                f"got {self.generator_weights!r}"
+            )
+        _int_at_least(self, "group_size", 2, "GRPO normalises rewards inside a group, so it needs G >= 2")
+        if self.budget_k is not None:
+            _int_at_least(self, "budget_k", 1, "or None to use the generator weights' own budget")
+        _int_at_least(self, "replicas", 1, "set the number of rollout actors")
+        _int_at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
+        _int_at_least(self, "threads", 1, "use 1 per reserved CPU core")
+        for name in ("num_cpus", "num_gpus"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"RolloutConfig.{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.keep_frames, bool):
+            raise ValueError(f"RolloutConfig.keep_frames must be True or False, got {self.keep_frames!r}")

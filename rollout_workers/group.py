@@ -1,0 +1,132 @@
+"""A thin group over N rollout actors: versioned weight pushes, spread, gather, re-issue once.
+
+A request of P prompt sets is cut into contiguous chunks, one per replica; each chunk carries
+its position in the request, so seeds (and results) do not depend on which replica ran it. If a
+replica dies mid-call (or was restarted since the last sync and holds no weights), the group
+waits until Ray has restarted it, pushes the current weights to it again and re-issues exactly
+that replica's chunk once; a second failure propagates to the caller. The result holds each prompt set's rollouts
+exactly once, in input order.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from inflvg.policy import PolicyConfig
+from inflvg.rollout import Rollout
+
+from .config import RolloutConfig
+from .worker import NoWeightsError, PromptSet, RolloutWorker
+
+Call = Callable  # (handle, prompt_sets chunk, first_index) -> ObjectRef of list[Rollout]
+
+
+class RolloutGroup:
+    def __init__(self, cfg: RolloutConfig, policy_cfg: PolicyConfig):
+        import ray
+
+        remote = ray.remote(RolloutWorker).options(
+            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=cfg.max_restarts, max_task_retries=0
+        )  # retries are ours: a Ray retry would not know to push the weights again first
+        self.cfg = cfg
+        self.handles = [remote.remote(cfg, policy_cfg) for _ in range(cfg.replicas)]
+        self.version = -1  # weights version every replica holds; -1 before the first sync
+        self._weights = None  # ObjectRef of those weights, pushed again to a restarted replica
+        self.reissued = 0  # prompt sets sent a second time because their replica died
+
+    def sync(self, version: int, weights_ref) -> None:
+        """Push policy weights (an ObjectRef of a state_dict, or the state_dict itself, which is
+        put once) to every replica by reference and check each accepted them."""
+        import ray
+
+        ref = weights_ref if isinstance(weights_ref, ray.ObjectRef) else ray.put(weights_ref)
+        pending = [h.set_weights.remote(version, ref) for h in self.handles]  # all replicas load at once
+        refused = [i for i, (h, p) in enumerate(zip(self.handles, pending)) if not _push(h, version, ref, p)]
+        if refused:
+            raise RuntimeError(
+                f"rollout replicas {refused} refused weights version {version}: they hold a newer one; "
+                f"versions pushed by sync must never go down"
+            )
+        self.version, self._weights = version, ref
+
+    def rollout(self, prompt_sets: list[PromptSet], noise_seed: int, selection_seed: int) -> list[Rollout]:
+        """P prompt sets -> P * G sampled Rollouts, grouped by prompt set in input order."""
+        return self._spread(
+            prompt_sets, self.cfg.group_size, lambda h, chunk, first: h.rollout.remote(chunk, noise_seed, selection_seed, first)
+        )
+
+    def greedy_rollout(self, prompt_sets: list[PromptSet], noise_seed: int) -> list[Rollout]:
+        """P prompt sets -> P greedy Rollouts (evaluation), in input order."""
+        return self._spread(prompt_sets, 1, lambda h, chunk, first: h.greedy_rollout.remote(chunk, noise_seed, first))
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([h.pid.remote() for h in self.handles])
+
+    def _spread(self, prompt_sets: list[PromptSet], per_set: int, call: Call) -> list[Rollout]:
+        """Chunks over replicas, gathered in order -> len(prompt_sets) * per_set Rollouts."""
+        if self.version < 0:
+            raise RuntimeError("call sync(version, weights_ref) before the first rollout: the replicas hold no weights")
+        prompt_sets = list(prompt_sets)
+        bounds = _chunks(len(prompt_sets), len(self.handles))  # [(start, stop)] one per busy replica
+        pending = [(h, a, b, call(h, prompt_sets[a:b], a)) for h, (a, b) in zip(self.handles, bounds)]
+        out: list[Rollout] = []
+        for h, a, b, ref in pending:
+            out += self._get_or_reissue(h, ref, lambda h=h, a=a, b=b: call(h, prompt_sets[a:b], a), b - a)
+        if [r.group_id for r in out] != [i for i in range(len(prompt_sets)) for _ in range(per_set)]:
+            raise RuntimeError(f"rollout replicas did not return {per_set} rollouts per prompt set, in order")
+        return out
+
+    def _get_or_reissue(self, handle, ref, reissue: Callable, n_sets: int) -> list[Rollout]:
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            return ray.get(ref)
+        except (RayActorError, NoWeightsError):  # died mid-call, or was restarted since the last sync
+            self.reissued += n_sets
+        _wait_until_alive(handle)
+        if not _push(handle, self.version, self._weights):  # a restarted replica starts with no weights
+            raise RuntimeError(f"a restarted rollout replica refused weights version {self.version}")
+        return ray.get(reissue())  # a second death propagates: the driver decides what to do
+
+
+def _push(handle, version: int, ref, pending=None) -> bool:
+    """Weights to one replica (``pending``: the set_weights call already made) -> whether it
+    accepted them. A replica that died meanwhile gets them once Ray has restarted it."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    try:
+        return ray.get(pending if pending is not None else handle.set_weights.remote(version, ref))
+    except RayActorError:
+        _wait_until_alive(handle)
+        return ray.get(handle.set_weights.remote(version, ref))
+
+
+def _chunks(n: int, replicas: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced [start, stop) ranges of n items over at most ``replicas`` workers."""
+    if n == 0:
+        return []
+    edges = np.linspace(0, n, min(n, replicas) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _wait_until_alive(handle, timeout_s: float = 120.0) -> None:
+    """Block until Ray has restarted a dead actor (calls fail fast while it is restarting)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(handle.version.remote())
+            return
+        except RayActorError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -1,0 +1,195 @@
+"""Rollout workers on a tiny real generator: GRPO groups share noise and differ by selections,
+stale weights are refused, a real Ray group returns the in-process results in order, and a
+replica killed mid-call has its prompt sets re-issued exactly once."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from inflvg.generator.sample import generate
+from inflvg.generator.weights import save_generator
+from inflvg.policy import LearnedStrategy, PolicyConfig, SelectionPolicy
+from inflvg.rollout import read_parquet, write_parquet
+from inflvg.world import sample_story
+from rollout_workers.config import RolloutConfig
+from rollout_workers.worker import NoWeightsError, RolloutWorker
+
+G = 3  # group size
+N_SCENES = 3
+N_SETS = 16  # the kill test needs a call long enough to land a kill in the middle of it
+NOISE, SELECTION = 11, 22
+POLICY = PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def weights(lively, tmp_path_factory) -> str:
+    gen, world, ctx = lively
+    path = tmp_path_factory.mktemp("generator") / "generator.pt"
+    save_generator(gen, world, ctx, path, meta={"note": "test_rollout_workers"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def state_dicts() -> list[dict]:
+    """Two different fresh policies' weights (A, B)."""
+    out = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        out.append(SelectionPolicy(POLICY).state_dict())
+    return out
+
+
+@pytest.fixture(scope="module")
+def worker(weights, state_dicts) -> RolloutWorker:
+    w = RolloutWorker(RolloutConfig(generator_weights=weights, group_size=G), POLICY)
+    assert w.set_weights(3, state_dicts[0])
+    return w
+
+
+@pytest.fixture(scope="module")
+def prompt_sets(tiny) -> list:
+    _, world, _ = tiny
+    return [(f"set-{i}", sample_story(100 + i, "train", N_SCENES, world.cast_size)) for i in range(N_SETS)]
+
+
+@pytest.fixture(scope="module")
+def expected(worker, prompt_sets):
+    """In-process rollouts of every prompt set, and the seconds one prompt set took."""
+    start = time.perf_counter()
+    rollouts = worker.rollout(prompt_sets, NOISE, SELECTION)
+    return rollouts, (time.perf_counter() - start) / len(prompt_sets)
+
+
+def assert_same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for f in ("prompt_set_id", "group_id", "rollout_index", "policy_version", "noise_seed", "selection_seed", "prompts"):
+            assert getattr(x, f) == getattr(y, f), f
+        assert np.array_equal(x.frames, y.frames) and np.array_equal(x.scene_rewards, y.scene_rewards, equal_nan=True)
+        assert [t.scene for t in x.transitions] == [t.scene for t in y.transitions]
+        for s, t in zip(x.transitions, y.transitions):
+            assert s.logp_old == t.logp_old
+            for f in ("features", "prompt_tokens", "prompt_mask", "chosen"):
+                assert np.array_equal(getattr(s, f), getattr(t, f)), f
+
+
+def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_sets, tmp_path):
+    rollouts = expected[0][: 2 * G]
+    fps, world = worker.world.frames_per_scene, worker.world
+    assert [(r.prompt_set_id, r.group_id, r.rollout_index) for r in rollouts] == [
+        (f"set-{i}", i, g) for i in range(2) for g in range(G)
+    ]
+    for i in range(2):
+        group = rollouts[i * G : (i + 1) * G]
+        assert len({r.noise_seed for r in group}) == 1 and len({r.selection_seed for r in group}) == G
+        first = group[0]
+        assert first.frames.shape == (N_SCENES * fps, world.frame_size, world.frame_size, 3) and first.frames.dtype == np.uint8
+        for r in group:
+            assert r.policy_version == 3 and r.prompts == prompt_sets[i][1].prompts()
+            assert r.scene_rewards.shape == (N_SCENES,) and np.isnan(r.scene_rewards).all()  # the driver scores later
+            assert [t.scene for t in r.transitions] == list(range(1, N_SCENES))  # scene 0: empty pool, no action
+            assert all(t.chosen.shape == (worker.ctx.budget_k,) and np.isfinite(t.logp_old) for t in r.transitions)
+            assert np.array_equal(r.frames[:fps], first.frames[:fps])  # shared noise, no selection yet
+        for r in group[1:]:
+            assert not np.array_equal(r.transitions[0].chosen, first.transitions[0].chosen)
+            assert not np.array_equal(r.frames[fps:], first.frames[fps:])  # other context, other video
+    # a rollout is reproduced from its record alone
+    r, story = rollouts[G + 1], prompt_sets[1][1]
+    strategy = LearnedStrategy(worker.policy, worker.embed, seed=r.selection_seed)
+    again = generate(worker.model, [story], world, worker.ctx, strategy, seed=r.noise_seed)
+    assert np.array_equal(again.frames[0], r.frames)
+    write_parquet(rollouts, tmp_path / "rollouts.parquet")
+    assert_same(read_parquet(tmp_path / "rollouts.parquet"), rollouts)
+
+
+def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weights, state_dicts, prompt_sets):
+    policy_a, policy_b = state_dicts
+    assert worker.set_weights(2, policy_b) is False
+    assert worker.version() == 3
+    assert worker.set_weights(3, policy_b) is True  # same version: a no-op
+    assert all(torch.equal(v, policy_a[k]) for k, v in worker.policy.state_dict().items())
+    fresh = RolloutWorker(RolloutConfig(generator_weights=weights, group_size=2, keep_frames=False, budget_k=4), POLICY)
+    with pytest.raises(NoWeightsError, match="set_weights"):
+        fresh.rollout(prompt_sets[:1], NOISE, SELECTION)
+    assert fresh.set_weights(0, policy_b)
+    (r, _) = fresh.rollout(prompt_sets[:1], NOISE, SELECTION)
+    assert r.frames is None and all(t.chosen.shape == (4,) for t in r.transitions)
+    with pytest.raises(ValueError, match="d_feature"):
+        RolloutWorker(RolloutConfig(generator_weights=weights), PolicyConfig(d_feature=16, d_prompt=32))
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("group_size", 1), ("budget_k", 0), ("replicas", 0), ("threads", 0), ("max_restarts", -1), ("num_gpus", -1.0),
+     ("keep_frames", "yes"), ("generator_weights", "")],
+)  # fmt: skip
+def test_config_names_the_bad_field(field, value):
+    with pytest.raises(ValueError, match=f"RolloutConfig.{field}"):
+        RolloutConfig(**{field: value})
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def group(ray_local, weights, state_dicts):
+    from rollout_workers.group import RolloutGroup
+
+    g = RolloutGroup(RolloutConfig(generator_weights=weights, group_size=G, replicas=2, num_cpus=1, max_restarts=1), POLICY)
+    g.sync(3, ray_local.put(state_dicts[0]))
+    return g
+
+
+def test_ray_group_matches_in_process_rollouts_in_order(ray_local, group, expected, prompt_sets, worker):
+    assert len(set(group.pids())) == 2
+    got = group.rollout(prompt_sets[:3], NOISE, SELECTION)  # replica 0 runs sets 0-1, replica 1 set 2
+    assert_same(got, expected[0][: 3 * G])
+    assert_same(group.greedy_rollout(prompt_sets[:3], NOISE), worker.greedy_rollout(prompt_sets[:3], NOISE))
+    with pytest.raises(RuntimeError, match="refused weights version 2"):
+        group.sync(2, ray_local.put(worker.policy.state_dict()))
+    assert group.version == 3 and group.reissued == 0
+
+
+def test_replica_killed_mid_call_is_reissued_once(ray_local, group, expected, prompt_sets):
+    rollouts, per_set_s = expected
+    pid_before = group.pids()[1]
+    delay = max(0.3, 0.5 * per_set_s * N_SETS / 2)  # half-way through replica 1's chunk
+    killer = threading.Timer(delay, lambda: ray_local.kill(group.handles[1], no_restart=False))
+    killer.start()
+    got = group.rollout(prompt_sets, NOISE, SELECTION)
+    killer.join()
+    assert group.reissued == N_SETS // 2, f"the kill after {delay:.2f}s missed the call"
+    assert_same(got, rollouts)  # every group exactly once, in order, as if nothing happened
+    assert group.pids()[1] != pid_before  # Ray restarted it ...
+    assert ray_local.get(group.handles[1].version.remote()) == 3  # ... and it got the weights again
+    # a replica restarted between calls holds no weights: its chunk is re-issued after a push
+    ray_local.kill(group.handles[0], no_restart=False)
+    deadline = time.monotonic() + 60
+    while not _restarted_without_weights(ray_local, group.handles[0]):
+        assert time.monotonic() < deadline, "Ray did not restart the killed replica"
+        time.sleep(0.2)
+    assert_same(group.rollout(prompt_sets[:3], NOISE, SELECTION), rollouts[: 3 * G])
+    assert group.reissued == N_SETS // 2 + 2
+
+
+def _restarted_without_weights(ray, handle) -> bool:
+    try:
+        return ray.get(handle.version.remote()) == -1
+    except ray.exceptions.RayActorError:
+        return False
