@@ -1,0 +1,93 @@
+"""A thin group over N replicas of one reward actor: cache lookup, spread, gather, retry once.
+
+A replica that dies mid-batch is restarted by Ray (``max_restarts``) and its chunk is sent once
+more; if that fails too, the chunk's scenes are masked with the reason. Each scene's score is
+returned exactly once, in the batch's order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .actors import ACTORS
+from .cache import ScoreCache, scene_key
+from .types import SceneBatch, ScoreResult
+
+
+class RewardGroup:
+    def __init__(self, family: str, cfg, cache: ScoreCache | None = None):
+        import ray
+
+        if family not in ACTORS:
+            raise ValueError(f"unknown reward family {family!r}; choose one of {', '.join(ACTORS)}")
+        remote = ray.remote(ACTORS[family]).options(
+            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=cfg.max_restarts, max_task_retries=0
+        )
+        self.family = family
+        self.handles = [remote.remote(cfg) for _ in range(cfg.replicas)]
+        self.name, self.version = ray.get(self.handles[0].model.remote())
+        self.cache = cache if cache is not None else ScoreCache()
+        self.retries = 0  # chunks sent a second time after an actor died
+        self.failures = 0  # chunks masked because the retry failed too
+        self.scored = 0  # scenes sent to the actors (cache misses)
+
+    def score(self, batch: SceneBatch) -> ScoreResult:
+        n = len(batch)
+        keys = [scene_key(batch, i) for i in range(n)]
+        out = ScoreResult(np.full(n, np.nan), np.zeros(n, bool), [None] * n, self.name, self.version)
+        todo = []
+        for i, k in enumerate(keys):
+            hit = self.cache.get(self.version, k)
+            if hit is None:
+                todo.append(i)
+            else:
+                out.scores[i], out.valid[i], out.reasons[i] = hit
+        chunks = [c.tolist() for c in np.array_split(np.array(todo, int), min(len(self.handles), len(todo))) if len(c)] if todo else []
+        pending = [(h, c, h.score.remote(batch.subset(c))) for h, c in zip(self.handles, chunks)]
+        self.scored += len(todo)
+        for handle, chunk, ref in pending:
+            res = self._get_or_retry(handle, chunk, batch, ref)
+            for j, i in enumerate(chunk):
+                out.scores[i], out.valid[i], out.reasons[i] = res.scores[j], res.valid[j], res.reasons[j]
+                self.cache.put(self.version, keys[i], float(res.scores[j]), bool(res.valid[j]), res.reasons[j])
+            for k, v in res.counts.items():
+                out.counts[k] = out.counts.get(k, 0) + v
+        return out
+
+    def _get_or_retry(self, handle, chunk: list[int], batch: SceneBatch, ref) -> ScoreResult:
+        import ray
+        from ray.exceptions import RayActorError
+
+        try:
+            return ray.get(ref)
+        except RayActorError:
+            self.retries += 1
+        try:
+            _wait_until_alive(handle)
+            return ray.get(handle.score.remote(batch.subset(chunk)))
+        except RayActorError as e:
+            self.failures += 1
+            return ScoreResult.masked(len(chunk), f"reward actor died twice: {type(e).__name__}", self.name, self.version)
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([h.pid.remote() for h in self.handles])
+
+
+def _wait_until_alive(handle, timeout_s: float = 60.0) -> None:
+    """Block until Ray has restarted a dead actor (calls fail fast while it is restarting)."""
+    import time
+
+    import ray
+    from ray.exceptions import RayActorError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(handle.pid.remote())
+            return
+        except RayActorError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
