@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SEED ?= 0
 
-.PHONY: test bench generator readers clean-env
+.PHONY: test demo demo-stop bench generator readers clean-env
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_shim.py
 	python3 -m venv $(VENV)
@@ -17,6 +17,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_s
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# main job: local Ray head + MLflow on 127.0.0.1, the storyworld training via `ray job submit`
+demo: $(VENV)/.installed
+	PRESET=$(or $(PRESET),storyworld) scripts/demo.sh
+
+demo-stop:
+	-$(VENV)/bin/ray stop
+	-pkill -f "mlflow server --host 127.0.0.1" || true
 
 bench: $(VENV)/.installed
 	$(PY) -m inflvg.bench --split heldout --seed $(SEED) --out results/bench.json

@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lengths", default="1,2,4,8,16", help="video lengths for timing, as multiples of the training horizon")
     ap.add_argument("--timing-videos", type=positive_int, default=2)
     ap.add_argument("--weights", help="generator weights (default: the shipped ones)")
+    ap.add_argument("--policy", help="a trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)")
     ap.add_argument("--threads", type=positive_int, default=2)
     args = ap.parse_args(argv)
     args.strategy_list = [s for s in args.strategies.split(",") if s]
@@ -55,6 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except (ValueError, argparse.ArgumentTypeError) as e:
         ap.error(str(e))
     return args
+
+
+def learned_strategy(path: str, model):
+    from ..policy import LearnedStrategy, generator_prompt_embedder, load_policy
+
+    return LearnedStrategy(load_policy(path), generator_prompt_embedder(model), greedy=True, record=False)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -74,13 +81,18 @@ def main(argv: list[str] | None = None) -> dict:
             "split": None if args.prompts else args.split, "prompts": args.prompts or f"{args.split} split",
             "seed": args.seed, "videos": len(stories), "frames_per_scene": world.frames_per_scene,
             "horizon_frames": model.cfg.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
-            "length_multiples": args.length_list, "weights": args.weights or "shipped",
+            "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,
         },
         "strategies": {},
     }  # fmt: skip
+    try:
+        strategies = {name: make_strategy(name) for name in args.strategy_list}
+        if args.policy:
+            strategies["learned"] = learned_strategy(args.policy, model)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
     tables, start = {}, time.time()
-    for name in args.strategy_list:
-        strategy = make_strategy(name)
+    for name, strategy in strategies.items():
         print(f"[{time.time() - start:5.0f}s] {name}: quality on {len(stories)} videos", file=sys.stderr)
         tables[name] = run_quality(setup, strategy, stories)
         entry = summarize(tables[name])
@@ -88,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         entry["timing"] = run_timing(setup, strategy, args.length_list, args.timing_videos)
         result["strategies"][name] = entry
     result["paired"] = {f"oracle-{b}": paired(tables, "oracle", b) for b in tables if "oracle" in tables and b != "oracle"}
+    if "learned" in tables:
+        result["paired"].update({f"learned-{b}": paired(tables, "learned", b) for b in tables if b != "learned"})
     result["seconds"] = round(time.time() - start)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The training driver (the `ray job submit` entrypoint) and the wiring of the roles."""

@@ -1,0 +1,75 @@
+"""The training service's typed configuration and its presets.
+
+Each role receives only its own sub-config: rollout workers a RolloutConfig, reward actors a
+RewardConfig, the learner a LearnerConfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from learner.config import LearnerConfig
+from reward_actors.config import AlignmentConfig, ArtifactConfig, IdentityConfig, RewardConfig
+from rollout_workers.config import RolloutConfig
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    run_name: str = "storyworld"
+    """Name of the run: outputs go to <output_root>/<run_name>/ and MLflow logs under it."""
+    steps: int = 120
+    """GRPO steps (sample, roll out, score, update, sync)."""
+    prompt_sets_per_step: int = 4
+    """P: prompt sets per step; each is rolled out group_size times (rollout.group_size)."""
+    n_scenes: int = 8
+    """Scenes per training video."""
+    cast_size: int = 4
+    seed: int = 0
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    learner_num_cpus: float = 0.5
+    """CPUs Ray reserves for the learner actor."""
+    checkpoint_every: int = 10
+    """Steps between checkpoints (and always after the last step)."""
+    video_every: int = 20
+    """Steps between sample videos logged to MLflow as artifacts."""
+    output_root: str = "runs"
+    tracking_uri: str | None = None
+    """MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "prompt_sets_per_step", "n_scenes", "cast_size", "checkpoint_every", "video_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ServiceConfig.{name} must be a positive integer, got {value!r}")
+        if not self.run_name or "/" in self.run_name:
+            raise ValueError(f"ServiceConfig.run_name must be a non-empty name without '/', got {self.run_name!r}")
+
+
+# On a 2-core laptop every role shares the cores: reservations are fractions so that all fit.
+LAPTOP_REWARDS = RewardConfig(
+    alignment=AlignmentConfig(num_cpus=0.25), identity=IdentityConfig(num_cpus=0.25), artifacts=ArtifactConfig(num_cpus=0.25)
+)
+
+
+def preset(name: str) -> ServiceConfig:
+    """debug: the whole loop in about a minute on a laptop CPU; storyworld: the default training
+    (at most 30 minutes on 2 CPU cores); gpu: a documented starting point for one GPU node."""
+    if name == "debug":
+        return ServiceConfig(
+            run_name="debug", steps=3, prompt_sets_per_step=2, n_scenes=4, checkpoint_every=2, video_every=2,
+            rollout=RolloutConfig(group_size=2, num_cpus=0.5), learner=LearnerConfig(zero_stage=0, minibatch_size=16),
+            rewards=LAPTOP_REWARDS,
+        )  # fmt: skip
+    if name == "storyworld":
+        return ServiceConfig(rollout=RolloutConfig(num_cpus=0.5), rewards=LAPTOP_REWARDS)
+    if name == "gpu":
+        base = ServiceConfig(run_name="gpu", steps=500, prompt_sets_per_step=16)
+        return replace(
+            base,
+            rollout=RolloutConfig(group_size=8, replicas=4, num_cpus=2, num_gpus=0.25),
+            learner=LearnerConfig(zero_stage=2, dtype="bf16", num_gpus=1, minibatch_size=256, backend="nccl"),
+            learner_num_cpus=2,
+        )
+    raise ValueError(f"unknown preset {name!r}; choose debug, storyworld or gpu")

@@ -1,0 +1,36 @@
+"""Start the roles of a training run and wire them together (only cluster/ knows them all)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inflvg.generator.weights import load_generator
+from learner.actor import Learner
+from reward_actors.config import RewardConfig
+from reward_actors.group import RewardGroup
+from rollout_workers.group import RolloutGroup
+
+from .config import ServiceConfig
+
+
+@dataclass
+class Roles:
+    rollouts: RolloutGroup
+    rewards: dict  # family -> RewardGroup
+    learner: object  # Ray actor handle of a Learner
+    frames_per_scene: int
+
+
+def reward_groups(cfg: RewardConfig) -> dict:
+    return {fam: RewardGroup(fam, getattr(cfg, fam)) for fam, weight in cfg.weights if weight > 0}
+
+
+def start_roles(cfg: ServiceConfig) -> Roles:
+    import ray
+
+    _, world, _, _ = load_generator(cfg.rollout.generator_weights)
+    learner = ray.remote(Learner).options(num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus).remote(cfg.learner)
+    rollouts = RolloutGroup(cfg.rollout, cfg.learner.policy)
+    version, weights = ray.get(learner.weights.remote())
+    rollouts.sync(version, ray.put(weights))
+    return Roles(rollouts, reward_groups(cfg.rewards), learner, world.frames_per_scene)

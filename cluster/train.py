@@ -1,0 +1,156 @@
+"""The training driver: the entrypoint that `ray job submit` runs.
+
+    python -m cluster.train --preset debug|storyworld|gpu [--steps N] [--resume auto]
+
+One step reads as the algorithm (DESIGN.md section 3): sample prompt sets, roll out G videos
+each, score every scene, update the policy with GRPO, push the new weights, log, checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from inflvg.policy import SelectionPolicy, save_policy
+from learner.checkpoint import latest_checkpoint, load_driver_state
+
+from .config import ServiceConfig, preset
+from .roles import Roles, start_roles
+from .sampler import PromptSampler
+from .scoring import score_rollouts
+from .tracking import Tracker
+
+
+def step_seeds(seed: int, step: int) -> tuple[int, int]:
+    """(noise seed, selection seed) of a step: a function of the step alone, so resume is exact."""
+    return seed * 1_000_003 + 2 * step, seed * 1_000_003 + 2 * step + 1
+
+
+def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler) -> tuple[dict, list]:
+    import ray
+
+    timings, t = {}, time.perf_counter()
+    prompt_sets = sampler.next(cfg.prompt_sets_per_step)
+    noise_seed, selection_seed = step_seeds(cfg.seed, step)
+    rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
+    timings["time_rollout"], t = time.perf_counter() - t, time.perf_counter()
+    stories = dict(prompt_sets)
+    reward = score_rollouts(rollouts, stories, roles.frames_per_scene, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
+    timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
+    learned = ray.get(roles.learner.update.remote(rollouts))
+    timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
+    version, weights = ray.get(roles.learner.weights.remote())
+    roles.rollouts.sync(version, ray.put(weights))
+    timings["time_sync"] = time.perf_counter() - t
+    return {**reward, **learned, **timings, "version": version}, rollouts
+
+
+def driver_state(step: int, sampler: PromptSampler) -> dict:
+    return {"step": step, "sampler": sampler.state()}
+
+
+def run(cfg: ServiceConfig, resume: str) -> Path:
+    run_dir = Path(cfg.output_root) / cfg.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    roles = start_roles(cfg)
+    sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size)
+    start_step = restore(cfg, roles, sampler, run_dir / "checkpoints", resume)
+    tracker = Tracker(cfg, run_dir, cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db")
+    step_log = open_step_log(run_dir / "steps.jsonl", start_step)
+    for step in range(start_step, cfg.steps):
+        t0 = time.perf_counter()
+        metrics, rollouts = train_step(step, cfg, roles, sampler)
+        wall = time.perf_counter() - t0
+        busy = metrics["time_rollout"] + metrics["time_reward"] + metrics["time_learn"]
+        metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            import ray
+
+            ray.get(roles.learner.save_checkpoint.remote(str(run_dir / "checkpoints"), driver_state(step + 1, sampler)))
+        tracker.log_step(step, metrics)
+        if step % cfg.video_every == 0:
+            tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
+        step_log.write(json.dumps({"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall}) + "\n")
+        step_log.flush()
+        print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
+    policy_path = export_policy(cfg, roles, run_dir)
+    tracker.log_policy(policy_path)
+    run_id = tracker.finish()
+    print(f"curves: MLflow run {run_id} at {tracker.uri} (experiment 'inflvg')")
+    print(f"sample videos: {run_dir / 'videos'}")
+    print(f"trained policy: {policy_path}")
+    return policy_path
+
+
+def open_step_log(path: Path, start_step: int):
+    """The log of completed steps, one JSON line each. Steps at or after ``start_step`` ran after
+    the checkpoint we resume from and are run again, so their lines are dropped first."""
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start_step] if path.exists() else []
+    path.write_text("".join(line + "\n" for line in kept))
+    return open(path, "a")
+
+
+def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, ckpt_root: Path, resume: str) -> int:
+    """-> the first step to run. 'auto': the latest checkpoint if there is one; 'none': start over."""
+    import ray
+
+    if resume == "none":
+        return 0
+    path = latest_checkpoint(ckpt_root) if resume == "auto" else Path(resume)
+    if path is None:
+        return 0
+    version = ray.get(roles.learner.load_checkpoint.remote(str(path)))
+    state = load_driver_state(path)
+    sampler.restore(state["sampler"])
+    _, weights = ray.get(roles.learner.weights.remote())
+    roles.rollouts.sync(version, ray.put(weights))
+    print(f"resumed from {path} at step {state['step']} (policy version {version})", flush=True)
+    return int(state["step"])
+
+
+def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path) -> Path:
+    import ray
+
+    _, weights = ray.get(roles.learner.weights.remote())
+    policy = SelectionPolicy(cfg.learner.policy)
+    policy.load_state_dict(weights)
+    path = run_dir / "policy.pt"
+    save_policy(policy, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="storyworld", help="debug, storyworld or gpu")
+    ap.add_argument("--steps", type=int, help="override the preset's number of steps")
+    ap.add_argument("--run-name", help="override the preset's run name")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--resume", default="auto", help="'auto' (latest checkpoint of this run, if any), 'none', or a checkpoint path")
+    ap.add_argument("--output-root", help="where runs/<run-name>/ goes (default: runs)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = preset(args.preset)
+        overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root}
+        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as e:
+        ap.error(str(e))
+    ray_init()
+    return run(cfg, args.resume)
+
+
+def ray_init() -> None:
+    """Join the cluster a `ray job submit` runs us in; otherwise start a local Ray on 127.0.0.1."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
+
+
+if __name__ == "__main__":
+    main()
