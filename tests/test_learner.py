@@ -1,0 +1,229 @@
+"""The DeepSpeed learner on CPU/gloo: a real GRPO step against plain torch, the Ray actor and the
+object store, exact resume from an atomic checkpoint, a ZeRO-3/bf16 smoke, config errors."""
+
+import math
+import random
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from inflvg.policy import N_EXTRA, PolicyConfig, SelectionPolicy, gumbel_top_k, plackett_luce_log_prob
+from inflvg.rollout import Rollout, Transition, collate_transitions, group_rollouts
+from learner.checkpoint import (
+    checkpoint_name,
+    commit_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_driver_state,
+    prune_checkpoints,
+    restore_rng_states,
+    rng_states,
+    set_latest,
+    staging_dir,
+)
+from learner.config import LearnerConfig
+from learner.grpo import credit_transitions, grpo_loss
+
+POLICY = PolicyConfig(d_feature=16, d_prompt=8, d_model=16, n_heads=2, hidden=32)
+CFG = LearnerConfig(policy=POLICY, lr=1e-2, zero_stage=0, minibatch_size=64, epochs=2, seed=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Intra-op threads fight over busy cores (10-60x slower with 2 threads here)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_rollouts(weights: dict, seed: int, n_sets: int = 2, group_size: int = 4, scenes: int = 3) -> list[Rollout]:
+    """Rollouts acted by a policy with ``weights``: random candidate features (pools of 8-10) and
+    prompts (some padded), selections drawn by Gumbel-top-3 with their exact log-probs, random
+    scene rewards, one of them masked (NaN). Scene 0 has an empty pool, so no transition."""
+    policy = SelectionPolicy(POLICY)
+    policy.load_state_dict(weights)
+    gen, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    rollouts = []
+    for p in range(n_sets):
+        prompts = torch.randn(scenes, 5, POLICY.d_prompt, generator=gen)  # (S, L, d_prompt), shared by the group
+        for g in range(group_size):
+            transitions = []
+            for s in range(1, scenes):
+                feats = torch.randn(1, 10 - (g + s) % 3, POLICY.d_feature + N_EXTRA, generator=gen)  # (1, N, D)
+                mask = torch.ones(1, 5, dtype=torch.bool)
+                mask[0, 4] = s % 2 == 0
+                with torch.no_grad():
+                    logits = policy(feats, prompts[s : s + 1], mask)
+                    chosen = gumbel_top_k(logits, 3, gen)
+                    logp = float(plackett_luce_log_prob(logits, chosen))
+                transitions.append(Transition(s, feats[0].numpy(), prompts[s].numpy(), mask[0].numpy(), chosen[0].numpy(), logp))
+            rewards = rng.normal(size=scenes).astype(np.float32)
+            rollouts.append(Rollout(f"story-{p}", p, g, 0, p, g, rewards, transitions=transitions, prompts=["x"] * scenes))
+    rollouts[1].scene_rewards[2] = np.nan  # a failed reward model: masked, never faked
+    return rollouts
+
+
+def torch_reference_update(cfg: LearnerConfig, weights: dict, rollouts: list[Rollout]) -> dict:
+    """The same GRPO update in plain torch (AdamW, clip_grad_norm_), one minibatch per epoch."""
+    policy = SelectionPolicy(cfg.policy)
+    policy.load_state_dict(weights)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    transitions, adv, valid = credit_transitions(group_rollouts(rollouts))
+    b = collate_transitions([t for t, v in zip(transitions, valid) if v])
+    for _ in range(cfg.epochs):
+        logp = plackett_luce_log_prob(policy(b.features, b.prompt_tokens, b.prompt_mask, b.valid), b.chosen, b.valid)
+        loss, _ = grpo_loss(logp, b.logp_old, adv[valid], clip_eps=cfg.clip_eps)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        opt.step()
+    return policy.state_dict()
+
+
+def test_deepspeed_step_moves_the_policy_like_plain_torch():
+    from learner.actor import Learner
+
+    learner = Learner(CFG)
+    version, w0 = learner.weights()
+    rollouts = make_rollouts(w0, seed=1)
+    m = learner.update(rollouts)
+    new_version, w1 = learner.weights()
+    assert (version, new_version, m["version"]) == (0, 1, 1)
+    assert all(w.dtype == torch.float32 and w.device.type == "cpu" for w in w1.values())
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    expected = torch_reference_update(CFG, w0, rollouts)
+    # the attention's key bias has zero true gradient (softmax ignores a shared shift): Adam turns
+    # its rounding noise into steps of either sign, so it is left out of the comparison
+    d = POLICY.d_model
+    for w in (w1, expected):
+        w["cross.in_proj_bias"] = torch.cat([w["cross.in_proj_bias"][:d], w["cross.in_proj_bias"][2 * d :]])
+    for k in w0:
+        torch.testing.assert_close(w1[k], expected[k], atol=1e-6, rtol=1e-5)
+    # 2 sets x 4 rollouts x 2 scene changes; the NaN reward drops one
+    assert (m["transitions"], m["transitions_total"], m["masked_rewards"], m["optimizer_steps"]) == (15, 16, 1, 2)
+    assert m["zero_variance_fraction"] == 0 and m["advantage_std"] > 0.5 and m["grad_norm"] > 0
+    assert 0 < m["entropy"] < 3 * math.log(10) and m["kl_old"] >= 0
+    assert all(math.isfinite(v) for v in m.values())
+
+
+def test_learner_as_a_ray_actor_serves_weights_through_the_object_store():
+    ray = pytest.importorskip("ray")
+    from learner.actor import Learner
+
+    def score(weights: dict, transitions: list) -> torch.Tensor:
+        policy = SelectionPolicy(POLICY)
+        policy.load_state_dict(weights)  # a top-level ObjectRef argument arrives resolved
+        b = collate_transitions(transitions)
+        with torch.no_grad():
+            return plackett_luce_log_prob(policy(b.features, b.prompt_tokens, b.prompt_mask, b.valid), b.chosen, b.valid)
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        actor = ray.remote(Learner).remote(CFG)
+        _, w0 = ray.get(actor.weights.remote())
+        rollouts = make_rollouts(w0, seed=2)
+        metrics = ray.get(actor.update.remote(rollouts))
+        assert metrics["version"] == 1 and metrics["transitions"] == 15 and math.isfinite(metrics["loss"])
+        version, weights = ray.get(actor.weights.remote())
+        ref = ray.put(weights)
+        transitions = [t for r in rollouts for t in r.transitions]
+        elsewhere = ray.get(ray.remote(score).remote(ref, transitions))
+        in_learner = ray.get(actor.log_probs.remote(transitions))
+        assert version == 1 and torch.equal(elsewhere, in_learner)
+        assert not torch.equal(in_learner, torch.tensor([t.logp_old for t in transitions]))  # the update moved it
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        ray.shutdown()
+
+
+def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
+    from learner.actor import Learner
+
+    cfg = replace(CFG, zero_stage=1, kl_beta=0.05, minibatch_size=8)
+    a = Learner(cfg)
+    _, w0 = a.weights()
+    first, second = make_rollouts(w0, seed=3), make_rollouts(w0, seed=4)
+    a.update(first)
+    _, saved = a.weights()
+    random.seed(11)
+    driver = {"step": 1, "sampler_position": 7, "rng": rng_states()}
+    path = Path(a.save_checkpoint(tmp_path, driver_state=driver))
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    expected = a.update(second)
+    _, after = a.weights()
+
+    torch.manual_seed(99)  # the fresh learner starts from other weights: everything must come from disk
+    b = Learner(cfg, init_weights=SelectionPolicy(POLICY).state_dict())
+    assert b.load_checkpoint(tmp_path) == 1
+    assert all(torch.equal(b.weights()[1][k], saved[k]) for k in saved)
+    got = b.update(second)
+    assert all(torch.equal(b.weights()[1][k], after[k]) for k in after)
+    assert {k: v for k, v in got.items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"}
+    assert expected["kl"] > 0 and expected["optimizer_steps"] == 4  # 15 transitions in 2 minibatches, 2 epochs
+
+    state = load_driver_state(tmp_path)
+    assert (state["step"], state["sampler_position"]) == (1, 7)
+    restore_rng_states(state["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
+    assert latest_checkpoint(tmp_path) == path and path.name == checkpoint_name(1)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    def crash(save_dir, **_):  # dies half-way through writing the engine files
+        (Path(save_dir) / "engine").mkdir()
+        (Path(save_dir) / "engine" / "partial.pt").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(a.engine, "save_checkpoint", crash)
+    with pytest.raises(OSError, match="disk full"):
+        a.save_checkpoint(tmp_path)
+    assert latest_checkpoint(tmp_path) == path and list_checkpoints(tmp_path) == [path]
+
+
+def test_zero3_bf16_smoke():
+    from learner.actor import Learner
+
+    learner = Learner(replace(CFG, zero_stage=3, dtype="bf16", epochs=1))
+    _, w0 = learner.weights()
+    m = learner.update(make_rollouts(w0, seed=5))
+    version, w1 = learner.weights()
+    assert version == 1 and all(w.dtype == torch.float32 for w in w1.values())
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0) and math.isfinite(m["loss"])
+
+
+def test_atomic_helpers_ignore_half_written_checkpoints(tmp_path):
+    for version in (1, 2, 3):
+        stage = staging_dir(tmp_path, checkpoint_name(version))
+        (stage / "payload").write_text(str(version))
+        commit_dir(stage, tmp_path / checkpoint_name(version))
+        set_latest(tmp_path, checkpoint_name(version))
+    (staging_dir(tmp_path, checkpoint_name(4)) / "payload").write_text("half")  # a crash mid-save
+    assert latest_checkpoint(tmp_path).name == checkpoint_name(3)
+    (tmp_path / "latest").unlink()  # a crash between the rename and the pointer update
+    assert latest_checkpoint(tmp_path).name == checkpoint_name(3)
+    set_latest(tmp_path, checkpoint_name(2))
+    assert [p.name for p in prune_checkpoints(tmp_path, keep=1)] == [checkpoint_name(1)]  # latest is kept
+    stage = staging_dir(tmp_path, checkpoint_name(2))
+    (stage / "payload").write_text("again")
+    commit_dir(stage, tmp_path / checkpoint_name(2))  # a re-save of one version replaces it whole
+    assert (latest_checkpoint(tmp_path) / "payload").read_text() == "again"
+    assert latest_checkpoint(tmp_path / "nothing") is None
+    with pytest.raises(FileNotFoundError, match="save_checkpoint"):
+        load_driver_state(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"dtype": "fp16"}, "dtype"), ({"zero_stage": 5}, "zero_stage"), ({"kl_beta": -0.1}, "kl_beta"),
+     ({"backend": "nccl"}, "backend"), ({"minibatch_size": 0}, "minibatch_size"), ({"num_gpus": 2}, "num_gpus")],
+)  # fmt: skip
+def test_config_errors_name_the_field(change, field):
+    with pytest.raises(ValueError, match=f"LearnerConfig.{field}") as err:
+        LearnerConfig(**change)
+    if field == "dtype":
+        assert "CPU" in str(err.value) and "bf16" in str(err.value)
