@@ -34,7 +34,7 @@ readers: $(VENV)/.installed
 
 # remakes the shipped weights (see README for time and figures)
 generator: $(VENV)/.installed
-	$(PY) -m inflvg.generator.train --minutes 25 --seed $(SEED) --out inflvg/weights/generator.pt
+	$(PY) -m inflvg.generator.train --minutes 80 --threads 1 --seed $(SEED) --out inflvg/weights/generator.pt
 
 clean-env:
 	rm -rf $(VENV)
