@@ -14,7 +14,7 @@ def markdown(result: dict) -> str:
     mults = result["config"]["length_multiples"]
     head = "| strategy | alignment | identity | artifacts | combined | character | " + " | ".join(
         f"ms/frame {m}x" for m in mults
-    ) + " | 16x/1x | ctx tokens (max) | KV bytes / transition |"
+    ) + f" | {max(mults)}x/1x | ctx tokens (max) | KV bytes / transition |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in strategies.items():
         t = s.get("timing", {})

@@ -1,0 +1,87 @@
+"""Throughput of the reward actors: scenes scored per second per actor, batched vs one by one.
+
+    python -m reward_actors.bench --scenes 64 --repeats 3 --out results/reward_throughput.json
+
+Each family runs in one Ray actor on loopback (the cache disabled), fed first one call with all
+scenes, then one call per scene; medians over repeats; the ratio is measured inside one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from inflvg.config import WorldConfig
+from inflvg.world.story import render_story, sample_story, subject_history
+
+from .cache import ScoreCache
+from .config import AlignmentConfig, ArtifactConfig, IdentityConfig
+from .group import RewardGroup
+from .types import SceneBatch
+
+FAMILIES = {"alignment": AlignmentConfig, "identity": IdentityConfig, "artifacts": ArtifactConfig}
+
+
+def returning_scenes(n: int, seed: int) -> SceneBatch:
+    """n rendered held-out scenes whose subject appeared before (so identity has a history)."""
+    world, fps = WorldConfig(), WorldConfig().frames_per_scene
+    frames, prompts, history = [], [], []
+    i = 0
+    while len(frames) < n:
+        story = sample_story(seed + i, "heldout", world.n_scenes, world.cast_size)
+        video = render_story(story, world).frames
+        for sc in range(world.n_scenes):
+            hist = subject_history(story, video, fps, sc)
+            if hist is not None and len(frames) < n:
+                frames.append(video[sc * fps : (sc + 1) * fps])
+                prompts.append(story.prompt(sc))
+                history.append(hist)
+        i += 1
+    return SceneBatch(frames, prompts, history)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(family: str, batch: SceneBatch, repeats: int) -> dict:
+    group = RewardGroup(family, FAMILIES[family](num_cpus=1), cache=ScoreCache(capacity=0))
+    group.score(batch.subset([0]))  # warm-up: first call pays for lazy initialisation
+    batched = [timed(lambda: group.score(batch)) for _ in range(repeats)]
+    singles = [timed(lambda: [group.score(batch.subset([i])) for i in range(len(batch))]) for _ in range(repeats)]
+    n = len(batch)
+    out = {"batched_scenes_per_s": n / float(np.median(batched)), "one_by_one_scenes_per_s": n / float(np.median(singles))}
+    out["speedup"] = out["batched_scenes_per_s"] / out["one_by_one_scenes_per_s"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import ray
+
+    ap = argparse.ArgumentParser(prog="python -m reward_actors.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--out", default="results/reward_throughput.json")
+    args = ap.parse_args(argv)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    batch = returning_scenes(args.scenes, seed=0)
+    report = {fam: measure(fam, batch, args.repeats) for fam in args.families.split(",")}
+    ray.shutdown()
+    lines = ["| family | batched scenes/s | one-by-one scenes/s | speedup |", "|---|---|---|---|"]
+    lines += [f"| {f} | {r['batched_scenes_per_s']:.1f} | {r['one_by_one_scenes_per_s']:.1f} | {r['speedup']:.2f} |" for f, r in report.items()]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
