@@ -4,6 +4,24 @@ import torch
 from inflvg.config import ContextConfig, GeneratorConfig, WorldConfig
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Intra-op threads fight over busy cores (10-60x slower with 2 threads on a loaded 2-core machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A real local Ray on loopback for one test module."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """A tiny real generator (random weights): hidden 32, 2 layers."""

@@ -32,15 +32,6 @@ POLICY = PolicyConfig(d_feature=16, d_prompt=8, d_model=16, n_heads=2, hidden=32
 CFG = LearnerConfig(policy=POLICY, lr=1e-2, zero_stage=0, minibatch_size=64, epochs=2, seed=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads fight over busy cores (10-60x slower with 2 threads here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_rollouts(weights: dict, seed: int, n_sets: int = 2, group_size: int = 4, scenes: int = 3) -> list[Rollout]:
     """Rollouts acted by a policy with ``weights``: random candidate features (pools of 8-10) and
     prompts (some padded), selections drawn by Gumbel-top-3 with their exact log-probs, random

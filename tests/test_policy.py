@@ -27,15 +27,6 @@ from inflvg.world import sample_story
 from learner.grpo import credit_transitions, grpo_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Intra-op threads fight over busy cores (2 threads ran generate 60x slower here than 1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def slow_pl_log_prob(scores: list, picks: tuple) -> float:
     """Product formula, one pick at a time: prod_i exp(s_ci) / sum_{j remaining} exp(s_j)."""
     remaining, p = set(range(len(scores))), 1.0

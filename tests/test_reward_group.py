@@ -14,14 +14,6 @@ from reward_actors.group import RewardGroup
 from reward_actors.types import SceneBatch
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
-
-
 def scenes(n: int, seed: int = 0) -> SceneBatch:
     world = WorldConfig()
     frames, prompts = [], []

@@ -24,14 +24,6 @@ NOISE, SELECTION = 11, 22
 POLICY = PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def weights(lively, tmp_path_factory) -> str:
     gen, world, ctx = lively
@@ -137,14 +129,6 @@ def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weigh
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=f"RolloutConfig.{field}"):
         RolloutConfig(**{field: value})
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
