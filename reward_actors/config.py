@@ -5,65 +5,57 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 
-def _check_resources(obj: object) -> None:
-    name = type(obj).__name__
-    if isinstance(obj.replicas, bool) or not isinstance(obj.replicas, int) or obj.replicas < 1:
-        raise ValueError(f"{name}.replicas must be a positive integer, got {obj.replicas!r}")
-    for f in ("num_cpus", "num_gpus"):
-        if getattr(obj, f) < 0:
-            raise ValueError(f"{name}.{f} must be >= 0, got {getattr(obj, f)!r}")
-    if obj.max_restarts < 0:
-        raise ValueError(f"{name}.max_restarts must be >= 0 (-1 is not allowed: a crash loop must end), got {obj.max_restarts}")
+@dataclass(frozen=True)
+class ActorResources:
+    """What Ray reserves for each replica of a reward actor, shared by every family's config."""
+
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_restarts: int = 2
+    """Ray restarts a crashed replica this many times; -1 (forever) is refused: a crash loop must end."""
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ValueError(f"{name}.replicas must be a positive integer, got {self.replicas!r}")
+        for f in ("num_cpus", "num_gpus"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)!r}")
+        if self.max_restarts < 0:
+            raise ValueError(f"{name}.max_restarts must be >= 0 (-1 is not allowed: a crash loop must end), got {self.max_restarts}")
 
 
 @dataclass(frozen=True)
-class AlignmentConfig:
+class AlignmentConfig(ActorResources):
     model_name: str | None = None
     """open_clip architecture name (e.g. 'ViT-L-14') or a JSON model config; None: the shipped StoryWorld model."""
     checkpoint: str | None = None
     """Local checkpoint path for model_name; required when model_name is set (nothing is downloaded)."""
     frames_per_scene: int = 8
-    replicas: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_restarts: int = 2
 
     def __post_init__(self) -> None:
-        _check_resources(self)
+        super().__post_init__()
         if self.model_name is not None and self.checkpoint is None:
             raise ValueError("AlignmentConfig.checkpoint is required with model_name: pass a local checkpoint path")
 
 
 @dataclass(frozen=True)
-class IdentityConfig:
+class IdentityConfig(ActorResources):
     recognition: str | None = None
     """ONNX recognition model or insightface model-pack folder; None: the shipped StoryWorld model."""
     detector: str = "storyworld"
     """'storyworld' (analytic subject detector) or a local insightface model-pack folder."""
     frames_new: int = 8
     frames_history: int = 8
-    replicas: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_restarts: int = 2
-
-    def __post_init__(self) -> None:
-        _check_resources(self)
 
 
 @dataclass(frozen=True)
-class ArtifactConfig:
+class ArtifactConfig(ActorResources):
     calibration: str | None = None
     """Calibration JSON of the no-model score; None: the shipped one."""
     vlm: str | None = None
     """Local path of a transformers vision-language model to use as the judge instead."""
-    replicas: int = 1
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_restarts: int = 2
-
-    def __post_init__(self) -> None:
-        _check_resources(self)
 
 
 @dataclass(frozen=True)
