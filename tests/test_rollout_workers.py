@@ -96,11 +96,11 @@ def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_
         for r in group[1:]:
             assert not np.array_equal(r.transitions[0].chosen, first.transitions[0].chosen)
             assert not np.array_equal(r.frames[fps:], first.frames[fps:])  # other context, other video
-    # a rollout is reproduced from its record alone
-    r, story = rollouts[G + 1], prompt_sets[1][1]
-    strategy = LearnedStrategy(worker.policy, worker.embed, seed=r.selection_seed)
-    again = generate(worker.model, [story], world, worker.ctx, strategy, seed=r.noise_seed)
-    assert np.array_equal(again.frames[0], r.frames)
+    # a group is reproduced from its records alone
+    group, story = rollouts[G : 2 * G], prompt_sets[1][1]
+    strategy = LearnedStrategy(worker.policy, worker.embed, seed=[r.selection_seed for r in group])
+    again = generate(worker.model, [story] * G, world, worker.ctx, strategy, seed=group[0].noise_seed, shared_noise=True)
+    assert all(np.array_equal(again.frames[g], r.frames) for g, r in enumerate(group))
     write_parquet(rollouts, tmp_path / "rollouts.parquet")
     assert_same(read_parquet(tmp_path / "rollouts.parquet"), rollouts)
 
