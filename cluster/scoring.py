@@ -10,16 +10,22 @@ from reward_actors.combine import combine
 from reward_actors.types import SceneBatch
 
 
-def scene_batch(rollouts: list[Rollout], stories: dict[str, Story], frames_per_scene: int) -> SceneBatch:
-    """Every scene of every rollout, with the frames of its subject's earlier scenes as history."""
+def video_scene_batch(videos: list[np.ndarray], story: Story, frames_per_scene: int) -> SceneBatch:
+    """Every scene of videos (T, H, W, 3) of one story, with the frames of its subject's earlier
+    scenes as history; video-major order."""
     frames, prompts, history = [], [], []
-    for r in rollouts:
-        story = stories[r.prompt_set_id]
+    for video in videos:
         for s in range(len(story.scenes)):
-            frames.append(r.frames[s * frames_per_scene : (s + 1) * frames_per_scene])
+            frames.append(video[s * frames_per_scene : (s + 1) * frames_per_scene])
             prompts.append(story.prompt(s))
-            history.append(subject_history(story, r.frames, frames_per_scene, s))
+            history.append(subject_history(story, video, frames_per_scene, s))
     return SceneBatch(frames, prompts, history)
+
+
+def scene_batch(rollouts: list[Rollout], stories: dict[str, Story], frames_per_scene: int) -> SceneBatch:
+    """Every scene of every rollout (rollout-major), with its subject's earlier frames as history."""
+    parts = [video_scene_batch([r.frames], stories[r.prompt_set_id], frames_per_scene) for r in rollouts]
+    return SceneBatch([f for p in parts for f in p.frames], [q for p in parts for q in p.prompts], [h for p in parts for h in p.history])
 
 
 def score_rollouts(rollouts: list[Rollout], stories: dict[str, Story], frames_per_scene: int, groups: dict,
