@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from inflvg.generator.weights import save_generator
@@ -39,6 +40,36 @@ def test_bench_writes_json_table_and_plot(weights, tmp_path):
     assert out.with_suffix(".md").read_text().startswith("| strategy |")
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "frames" in r.stderr  # progress is shown
+
+
+def test_bench_with_a_policy_adds_learned_with_the_same_keys(weights, tiny, tmp_path):
+    from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
+
+    d = tiny[0].cfg.d_model
+    save_policy(SelectionPolicy(PolicyConfig(d_feature=d, d_prompt=d, d_model=16, n_heads=2, hidden=32)), tmp_path / "policy.pt")
+    out = tmp_path / "l.json"
+    r = bench("--weights", weights, "--split", "heldout", "--seed", 2, "--videos", 2, "--lengths", "1",
+              "--strategies", "random,oracle", "--policy", tmp_path / "policy.pt", "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert set(result["strategies"]["learned"]) == set(result["strategies"]["random"])
+    assert {"learned-random", "learned-oracle"} <= set(result["paired"]) and result["gap_closed"]["best_heuristic"] == "random"
+    assert "of the combined gap" in out.with_suffix(".md").read_text()
+
+
+def test_gap_closed_against_hand_computed_values():
+    from inflvg.bench.run import gap_closed
+
+    tables = {
+        "window": {"combined": np.array([0.40, 0.50, 0.60])},
+        "random": {"combined": np.array([0.50, 0.60, 0.70])},  # best heuristic: mean 0.60
+        "oracle": {"combined": np.array([0.70, 0.80, 0.90])},  # mean 0.80
+        "learned": {"combined": np.array([0.65, 0.75, np.nan])},  # the NaN video drops out of all three
+    }
+    gap = gap_closed(tables)
+    assert gap["best_heuristic"] == "random"
+    assert gap["fraction"] == pytest.approx((0.70 - 0.55) / (0.75 - 0.55))  # 0.75
+    assert gap["ci95"][0] <= gap["fraction"] <= gap["ci95"][1]
 
 
 def test_bench_on_a_prompt_file(weights, tmp_path):

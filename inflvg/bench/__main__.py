@@ -20,7 +20,7 @@ from ..generator.weights import load_generator
 from ..world.eps import load_eps
 from ..world.story import SPLITS, sample_story
 from .report import markdown, plot
-from .run import BenchSetup, paired, run_quality, run_timing, summarize, with_budget
+from .run import HEURISTICS, BenchSetup, gap_closed, paired, run_quality, run_timing, summarize, with_budget
 
 
 def positive_int(text: str) -> int:
@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["paired"] = {f"oracle-{b}": paired(tables, "oracle", b) for b in tables if "oracle" in tables and b != "oracle"}
     if "learned" in tables:
         result["paired"].update({f"learned-{b}": paired(tables, "learned", b) for b in tables if b != "learned"})
+        if "oracle" in tables and any(h in tables for h in HEURISTICS):
+            result["gap_closed"] = gap_closed(tables)
     result["seconds"] = round(time.time() - start)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
