@@ -79,7 +79,7 @@ def _take(batch: TransitionBatch, idx: torch.Tensor, device: torch.device) -> Tr
 def _scene_reward_stats(groups: list[list[Rollout]]) -> dict[str, float]:
     """Counts over the (prompt set, scene) groups that hold an action (scene 0 usually holds none)."""
     scenes = sorted({t.scene for g in groups for r in g for t in r.transitions})
-    rewards = torch.stack([torch.stack([torch.as_tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
+    rewards = torch.stack([torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
     rewards = rewards[:, :, scenes]  # (P, G, S_acted)
     _, excluded = per_transition_credit(rewards)
     stats = advantage_stats(rewards.transpose(1, 2), excluded.transpose(1, 2))  # groups along G

@@ -68,7 +68,7 @@ def credit_transitions(groups: list[list[Rollout]], eps: float = 1e-6) -> tuple[
     scenes = {len(r.scene_rewards) for g in groups for r in g}
     if len(scenes) != 1:
         raise ValueError(f"every rollout must have the same number of scenes, got {sorted(scenes)}")
-    rewards = torch.stack([torch.stack([torch.as_tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
+    rewards = torch.stack([torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
     adv, excluded = per_transition_credit(rewards, eps)
     transitions, index = [], []
     for p, group in enumerate(groups):
