@@ -23,7 +23,7 @@ from inflvg.generator.sample import generate
 from inflvg.policy import LearnedStrategy, PolicyConfig, SelectionPolicy, generator_prompt_embedder
 from inflvg.rollout import collate_transitions
 from inflvg.world.story import Story
-from learner.grpo import grpo_loss, per_transition_credit
+from learner.grpo import SCALES, grpo_loss, per_transition_credit
 from reward_actors.actors import ACTORS
 from reward_actors.combine import combine
 from reward_actors.config import RewardConfig
@@ -40,6 +40,8 @@ class RefineConfig:
     epochs: int = 2
     """Clipped passes over each step's transitions (the ratio clip keeps later passes on-policy)."""
     clip_eps: float = 0.2
+    advantage_scale: str = "batch"
+    """'batch' or 'group': see ``learner.grpo.group_advantages``."""
     rewards: RewardConfig = field(default_factory=RewardConfig)
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class RefineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"RefineConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.advantage_scale not in SCALES:
+            raise ValueError(f"RefineConfig.advantage_scale must be one of {SCALES}, got {self.advantage_scale!r}")
         for name in ("lr", "clip_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -118,7 +122,8 @@ class Refiner:
         return rewards, strategy.video_transitions()
 
     def _update(self, policy: SelectionPolicy, opt: torch.optim.Optimizer, rewards: np.ndarray, videos: list) -> None:
-        adv, excluded = per_transition_credit(torch.as_tensor(rewards, dtype=torch.float32)[None])  # (1, G, S)
+        rewards_t = torch.as_tensor(rewards, dtype=torch.float32)[None]  # (1, G, S)
+        adv, excluded = per_transition_credit(rewards_t, scale=self.cfg.advantage_scale)
         transitions = [t for v in videos for t in v]
         if not transitions:
             return

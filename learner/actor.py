@@ -143,7 +143,7 @@ class Learner:
             raise ValueError("Learner.update needs rollouts: at least one complete GRPO group")
         t0 = time.perf_counter()
         groups = group_rollouts(rollouts)
-        transitions, advantages, valid = credit_transitions(groups)
+        transitions, advantages, valid = credit_transitions(groups, scale=self.cfg.advantage_scale)
         used = [t for t, v in zip(transitions, valid.tolist()) if v]
         adv = advantages[valid]  # (M,)
         metrics = _scene_reward_stats(groups) if transitions else {}

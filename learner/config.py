@@ -46,6 +46,10 @@ class LearnerConfig:
     kl_beta: float = 0.0
     """Weight of the k3 KL to a reference policy (the initial weights). 0, as in the released
     InfLVG code, keeps no reference at all."""
+    advantage_scale: Literal["group", "batch"] = "group"
+    """'group': each (prompt set, scene) group's advantages divided by its own std (GRPO as
+    published); 'batch': by one std over the whole batch, so scenes whose reward the selection
+    barely moves do not turn their noise into unit-size advantages."""
     epochs: int = 1
     """Passes over each batch of rollouts (1 = strictly on-policy, ratio 1 at the first step)."""
     minibatch_size: int = 64
@@ -74,6 +78,8 @@ class LearnerConfig:
         _count(self, "seed", 0, "any non-negative int")
         if self.zero_stage not in (0, 1, 2, 3) or isinstance(self.zero_stage, bool):
             raise ValueError(f"LearnerConfig.zero_stage must be 0, 1, 2 or 3 (DeepSpeed ZeRO stages), got {self.zero_stage!r}")
+        if self.advantage_scale not in ("group", "batch"):
+            raise ValueError(f"LearnerConfig.advantage_scale must be 'group' or 'batch', got {self.advantage_scale!r}")
         if self.dtype == "fp16":
             raise ValueError(
                 "LearnerConfig.dtype='fp16' is not supported: DeepSpeed's fp16 path (dynamic loss scaling) "

@@ -13,12 +13,20 @@ import torch
 from inflvg.rollout import Rollout, Transition
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, min_std: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+SCALES = ("group", "batch")
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, min_std: float = 1e-6, scale: str = "group") -> tuple[torch.Tensor, torch.Tensor]:
     """Group-normalised advantages: rewards (G,) or (P, G), groups along the last axis -> (advantages, excluded).
 
-        A_i = (r_i - mean_g) / (std_g + eps),  std_g the POPULATION std (divide by n, not n - 1),
+        scale="group":  A_i = (r_i - mean_g) / (std_g + eps),  std_g the POPULATION std (divide by n, not n - 1),
+        scale="batch":  A_i = (r_i - mean_g) / (std_B + eps),  std_B = sqrt(mean of (r - mean_g)^2 over every
+                        non-excluded entry of the tensor),
 
-    both statistics over the group's non-NaN rewards only. ``excluded`` (same shape, bool) is True
+    group statistics over the group's non-NaN rewards only. "group" is GRPO (and InfLVG) as
+    published; "batch" keeps groups whose rewards barely differ (an action with no effect on its
+    reward) from having their noise blown up to unit-size advantages (Liu et al. 2025, Dr. GRPO,
+    drop the per-group std for the same reason). ``excluded`` (same shape, bool) is True
     where an entry carries no learning signal, and its advantage is exactly 0: a NaN (masked)
     reward, or any member of a group whose valid rewards have std < ``min_std`` (all equal, or
     fewer than two valid). Count them with ``advantage_stats``."""
@@ -30,7 +38,14 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, min_std: float = 
     dev = torch.where(masked, torch.zeros_like(r), r0 - mean)
     std = ((dev**2).sum(-1, keepdim=True) / n).sqrt()
     excluded = masked | (std < min_std)
-    advantages = torch.where(excluded, torch.zeros_like(r), dev / (std + eps))
+    if scale == "group":
+        denom = std
+    elif scale == "batch":
+        kept = dev[~excluded]
+        denom = (kept**2).mean().sqrt() if kept.numel() else torch.ones(())
+    else:
+        raise ValueError(f"advantage scale must be one of {SCALES}, got {scale!r}")
+    advantages = torch.where(excluded, torch.zeros_like(r), dev / (denom + eps))
     return advantages, excluded
 
 
@@ -48,28 +63,30 @@ def advantage_stats(rewards: torch.Tensor, excluded: torch.Tensor) -> dict[str, 
 
 
 def per_transition_credit(
-    scene_rewards: torch.Tensor, eps: float = 1e-6, min_std: float = 1e-6
+    scene_rewards: torch.Tensor, eps: float = 1e-6, min_std: float = 1e-6, scale: str = "group"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-scene credit: scene_rewards (P, G, S) -> (advantages (P, G, S), excluded (P, G, S)).
 
     The selection at scene s is an action scored by scene s's reward; its advantage is normalised
     within the group (prompt set p, scene s) across the G rollouts:
 
-        A[p, g, s] = (r[p, g, s] - mean_g r[p, :, s]) / (std_g r[p, :, s] + eps)."""
+        A[p, g, s] = (r[p, g, s] - mean_g r[p, :, s]) / (std_g r[p, :, s] + eps)
+
+    (``scale="batch"``: one std over every (p, s) group instead, see ``group_advantages``)."""
     if scene_rewards.dim() != 3:
         raise ValueError(f"scene_rewards must be (P, G, S), got shape {tuple(scene_rewards.shape)}")
-    adv, excluded = group_advantages(scene_rewards.transpose(1, 2), eps, min_std)  # (P, S, G)
+    adv, excluded = group_advantages(scene_rewards.transpose(1, 2), eps, min_std, scale)  # (P, S, G)
     return adv.transpose(1, 2), excluded.transpose(1, 2)
 
 
-def credit_transitions(groups: list[list[Rollout]], eps: float = 1e-6) -> tuple[list[Transition], torch.Tensor, torch.Tensor]:
+def credit_transitions(groups: list[list[Rollout]], eps: float = 1e-6, scale: str = "group") -> tuple[list[Transition], torch.Tensor, torch.Tensor]:
     """Groups of rollouts (P lists of G, e.g. from ``inflvg.rollout.group_rollouts``) -> the M
     transitions of all rollouts, their advantages (M,) from ``per_transition_credit`` and valid (M,)."""
     scenes = {len(r.scene_rewards) for g in groups for r in g}
     if len(scenes) != 1:
         raise ValueError(f"every rollout must have the same number of scenes, got {sorted(scenes)}")
     rewards = torch.stack([torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
-    adv, excluded = per_transition_credit(rewards, eps)
+    adv, excluded = per_transition_credit(rewards, eps, scale=scale)
     transitions, index = [], []
     for p, group in enumerate(groups):
         for g, r in enumerate(group):

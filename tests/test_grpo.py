@@ -109,6 +109,21 @@ def test_per_transition_credit_normalises_each_scene_across_the_group():
     assert torch.allclose(adv[1], torch.tensor(HAND_1234)[:, None].expand(4, 3), atol=1e-6)
 
 
+def test_batch_scale_divides_every_group_by_one_std():
+    # group a: deviations -1.5 -0.5 0.5 1.5; group b (a tiny, noise-like spread): -0.015 ... 0.015
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.51, 0.52, 0.53], [7.0, 7.0, 7.0, 7.0]])
+    adv, excluded = group_advantages(rewards, eps=0.0, scale="batch")
+    # std_B over the 8 kept deviations: sqrt((2.25 + 0.25 + 0.25 + 2.25 + 2.25e-4 + 0.25e-4 + 0.25e-4 + 2.25e-4) / 8)
+    std_b = math.sqrt((5.0 + 5.0e-4) / 8)
+    assert torch.allclose(adv[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]) / std_b, atol=1e-5)
+    assert torch.allclose(adv[1], torch.tensor([-0.015, -0.005, 0.005, 0.015]) / std_b, atol=1e-5)  # stays small
+    assert (adv[2] == 0).all() and excluded[2].all() and not excluded[:2].any()
+    grouped, _ = group_advantages(rewards, eps=0.0)
+    assert torch.allclose(grouped[1], grouped[0], atol=1e-4)  # per-group std: the noise looks like signal
+    with pytest.raises(ValueError, match="advantage scale"):
+        group_advantages(rewards, scale="global")
+
+
 def _rollout(group: int, index: int, rewards: list, scenes: list) -> Rollout:
     zeros = np.zeros((2, 3), np.float32)
     t = [Transition(s, zeros, zeros, np.ones(2, bool), np.zeros(1, np.int64), 0.0) for s in scenes]
