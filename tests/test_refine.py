@@ -60,3 +60,13 @@ def test_refinement_from_scratch_and_bad_steps(refiner, story):
         refiner.refine(None, story, steps=-1)
     with pytest.raises(ValueError, match="group_size"):
         RefineConfig(group_size=1)
+
+
+def test_refine_bench_summary_finds_the_first_step_reaching_the_fresh_reward():
+    from cluster.refine_bench import markdown, summary
+
+    c = {"fresh": np.array([[0.1, 0.2, 0.5], [0.3, 0.4, 0.5]]), "amortised": np.array([[0.4, 0.6], [0.4, 0.5]])}
+    s = summary(c, fresh_steps=2)  # fresh after 2 steps: 0.5; amortised mean curve 0.4, 0.55
+    assert s["fresh_reward_after_steps"] == pytest.approx(0.5) and s["amortised_steps_to_reach"] == 1
+    assert s["amortised_curve"] == [0.4, 0.55] and "after 1 steps" in markdown(s)
+    assert summary({"fresh": c["fresh"], "amortised": c["amortised"] - 0.2}, 2)["amortised_steps_to_reach"] is None
