@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SEED ?= 0
 
-.PHONY: test demo demo-stop bench generator readers clean-env
+.PHONY: test demo demo-stop bench generator readers clean-env chromium serve serve-bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_shim.py
 	python3 -m venv $(VENV)
@@ -15,8 +15,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_s
 	$(PY) scripts/install_torchvision_shim.py
 	touch $@
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
+
+# the web-page test drives the system Chromium (Debian packages); as root, install them when missing
+chromium:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+
+# HTTP API and web page on 127.0.0.1:8000 (POLICY=runs/storyworld/policy.pt for the learned strategy)
+serve: $(VENV)/.installed
+	$(PY) -m serving --host 127.0.0.1 --port 8000 $(if $(POLICY),--policy $(POLICY))
+
+serve-bench: $(VENV)/.installed
+	$(PY) -m serving.bench --out results/serve_bench.json
 
 # main job: local Ray head + MLflow on 127.0.0.1, the storyworld training via `ray job submit`
 demo: $(VENV)/.installed

@@ -1,0 +1,166 @@
+"""The FastAPI app of the ingress: validates requests, hands jobs to the generator deployment,
+encodes the frames it returns and answers JSON (or NDJSON progress, then the result).
+
+    GET  /             the web page
+    GET  /healthz      200 once the generator has loaded its model
+    GET  /v1/models    generator, policy, strategies, limits
+    GET  /v1/example   prompts of a held-out StoryWorld story
+    POST /v1/videos    scene prompts + options -> the video with per-scene metadata
+"""
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from ray.serve.exceptions import BackPressureError
+
+from inflvg.context import STRATEGIES
+
+from .config import ServeConfig
+from .generator import error_event
+from .http import BodyLimit, api_key_check, error_response, field_error, ndjson, validation_error
+from .jobs import FieldError, Job, make_job
+from .schema import FORMATS, MAX_SEED, ErrorResponse, ExampleResponse, ModelsResponse, VideoResponse, example_scenes, request_model
+from .video import encode
+
+PAGE = Path(__file__).with_name("static") / "index.html"
+NDJSON = "application/x-ndjson"
+
+
+class Backend:
+    """The ingress's view of the generator deployment: cached facts and one event stream per job."""
+
+    def __init__(self, cfg: ServeConfig, handle):
+        self.cfg, self.handle = cfg, handle
+        self.info: dict | None = None
+        self.refiner_asked, self.refiner_error = False, None
+
+    async def generator_info(self) -> dict:
+        if self.info is None:
+            self.info = await self.handle.info.remote()
+        return self.info
+
+    async def refiner_problem(self) -> str | None:
+        """Why the refiner is unavailable, or None. It is imported inside a generator replica,
+        the first time someone needs it."""
+        if not self.refiner_asked:
+            self.refiner_error = await self.handle.refiner_problem.remote()
+            self.refiner_asked = True
+        return self.refiner_error
+
+    async def events(self, job: Job):
+        """The job's events, ending with an error event on timeout or a full queue."""
+        stream = self.handle.options(stream=True).run.remote(job)
+        while True:
+            try:
+                event = await asyncio.wait_for(anext(stream), max(job.deadline - time.time(), 0.0))
+            except TimeoutError:
+                stream.cancel()
+                event = error_event(504, f"no answer within request_timeout_s ({self.cfg.request_timeout_s:g} s)")
+            except BackPressureError:
+                event = error_event(503, "the generator queue is full (max_queued_requests); retry later")
+            except StopAsyncIteration:
+                event = error_event(500, "the generator ended the stream without a result")
+            except Exception as e:  # the replica died or could not be reached
+                event = error_event(503, f"generator unavailable: {type(e).__name__}: {e}")
+            yield event
+            if event["event"] != "progress":
+                return
+
+    async def render(self, result: dict, job: Job, fmt: str) -> dict:
+        """A result event -> the JSON body of VideoResponse (the video encoded off the event loop)."""
+        frames, start = result["frames"], time.time()
+        video = await asyncio.to_thread(encode, frames, fmt, self.cfg.upscale, self.cfg.fps)
+        timings = {**result["timings_ms"], "encode": (time.time() - start) * 1000, "total": (time.time() - job.submitted) * 1000}
+        return {
+            "id": job.request_id, "format": fmt, "media_type": FORMATS[fmt], "video": base64.b64encode(video).decode(),
+            "width": frames.shape[2] * self.cfg.upscale, "height": frames.shape[1] * self.cfg.upscale, "fps": self.cfg.fps,
+            "n_frames": len(frames), "timings_ms": timings,
+            **{k: result[k] for k in ("strategy", "frames_per_scene", "budget_k", "seed", "batch_size", "scenes", "refine")},
+        }  # fmt: skip
+
+
+def resolve_strategy(req, cfg: ServeConfig) -> str:
+    """The request's strategy, or the default; refinement always refines the learned policy."""
+    strategy = req.strategy or ("learned" if req.refine_steps else cfg.default_strategy)
+    if req.refine_steps and strategy != "learned":
+        raise FieldError("refine_steps", f"test-time refinement refines the learned policy: use strategy 'learned', not {strategy!r}")
+    if strategy == "learned" and not cfg.has_policy and not req.refine_steps:
+        raise FieldError("strategy", f"no policy is loaded on this server (start it with --policy PATH or --model-uri URI); "
+                                     f"choose one of {', '.join(STRATEGIES)}, or refine_steps > 0 to refine a fresh policy", 409)  # fmt: skip
+    return strategy
+
+
+ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in [
+    (400, "The body is not UTF-8 text."),
+    (401, "Missing or wrong API key."),
+    (409, "Strategy 'learned' without a loaded policy."),
+    (413, "Body too large."),
+    (422, "Invalid request: the message names the field."),
+    (503, "Generator busy or unreachable."),
+    (504, "No answer within request_timeout_s."),
+]}  # fmt: skip
+
+
+def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
+    VideoRequest = request_model(cfg)
+    backend = Backend(cfg, handle)
+    app = FastAPI(title="InfLVG video generation", version="1.0", description=__doc__)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(FieldError, field_error)
+    auth = [Depends(api_key_check(key_hash))] if key_hash else []
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/healthz", responses={503: ERRORS[503]})
+    async def healthz() -> dict[str, str]:
+        try:
+            await asyncio.wait_for(backend.generator_info(), 10)
+        except Exception as e:
+            return error_response(503, f"generator not ready: {type(e).__name__}: {e}")
+        return {"status": "ok"}
+
+    @app.get("/v1/models", dependencies=auth, responses={401: ERRORS[401]})
+    async def models() -> ModelsResponse:
+        info, problem = await backend.generator_info(), await backend.refiner_problem()
+        return ModelsResponse(
+            generator=info["generator"], policy=info["policy"], default_strategy=cfg.default_strategy, formats=list(FORMATS),
+            strategies=[{"name": "learned", "available": cfg.has_policy, "reason": None if cfg.has_policy else "no policy loaded"}]
+            + [{"name": name, "available": True} for name in STRATEGIES],
+            limits={k: getattr(cfg, k) for k in ("max_scenes", "max_frames_per_scene", "max_prompt_chars", "max_budget_k",
+                                                 "max_refine_steps", "max_body_bytes", "request_timeout_s")},
+            refiner={"name": cfg.refiner, "available": problem is None, "reason": problem},
+        )  # fmt: skip
+
+    @app.get("/v1/example", responses={422: ERRORS[422]})
+    async def example(seed: int = Query(0, ge=0, le=MAX_SEED), scenes: int = Query(min(4, cfg.max_scenes), ge=1, le=cfg.max_scenes)) -> ExampleResponse:
+        return ExampleResponse(scenes=example_scenes(seed, scenes))
+
+    @app.post("/v1/videos", dependencies=auth, response_model=VideoResponse,
+              responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}, **ERRORS})  # fmt: skip
+    async def create_video(body: VideoRequest):
+        job = make_job(body, resolve_strategy(body, cfg), cfg.request_timeout_s)
+        if (body.scores or body.refine_steps) and (problem := await backend.refiner_problem()):
+            raise FieldError("scores" if body.scores else "refine_steps", problem)
+        if body.stream:
+            return StreamingResponse(stream(job, body.format), media_type=NDJSON)
+        async for event in backend.events(job):
+            if event["event"] == "error":
+                return error_response(event["status"], event["detail"])
+            if event["event"] == "result":
+                return JSONResponse(await backend.render(event, job, body.format))
+
+    async def stream(job: Job, fmt: str):
+        async for event in backend.events(job):
+            if event["event"] == "result":
+                event = {"event": "result", **await backend.render(event, job, fmt)}
+            yield ndjson(event)
+
+    return app

@@ -1,0 +1,258 @@
+"""The generator deployment: the frozen generator and the selection policy in one replica. It
+generates compatible requests together (``serve.batch``) and streams each caller progress
+events, then its result: frames (T, H, W, 3) uint8 and per-scene metadata.
+
+Events (plain dicts, one stream per job):
+    {"event": "progress", "stage": "queued" | "refine" | "generate", "done": int, "total": int}
+    {"event": "result", "frames": ndarray, "scenes": [...], "timings_ms": {...}, ...}   (last)
+    {"event": "error", "status": int, "detail": str}                                   (last)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from ray import serve
+
+from inflvg.context import make_strategy
+from inflvg.generator.sample import GenerationResult, generate
+from inflvg.generator.weights import load_generator
+from inflvg.policy import LearnedStrategy, SelectionPolicy, generator_prompt_embedder, load_policy
+
+from .config import ServeConfig
+from .jobs import Job
+
+log = logging.getLogger("ray.serve")
+
+
+class Unavailable(Exception):
+    """The request cannot be served here (503)."""
+
+
+class DeadlineExceeded(Exception):
+    """Everyone waiting for this work has given up (504)."""
+
+
+def policy_source(cfg: ServeConfig) -> str | None:
+    return cfg.policy or cfg.model_uri
+
+
+def load_serving_policy(cfg: ServeConfig, d_model: int) -> SelectionPolicy | None:
+    """The policy file, or the policy behind an MLflow URI; None when the config names neither."""
+    policy = _mlflow_policy(cfg) if cfg.model_uri else load_policy(cfg.policy, cfg.device) if cfg.policy else None
+    if policy is None:
+        return None
+    if (policy.cfg.d_feature, policy.cfg.d_prompt) != (d_model, d_model):
+        raise ValueError(f"policy at {policy_source(cfg)} expects generator width {policy.cfg.d_feature}, "
+                         f"this generator has {d_model}: serve it with the generator it was trained for")  # fmt: skip
+    return policy.eval().requires_grad_(False)
+
+
+def _mlflow_policy(cfg: ServeConfig) -> SelectionPolicy:
+    """runs:/<id>/policy (the training run's artifact: ``policy.pt``, loaded weights-only) or a
+    logged or registered model (``mlflow.pytorch``; unpickled, so only from a store you trust)."""
+    import mlflow
+
+    if cfg.tracking_uri:
+        mlflow.set_tracking_uri(cfg.tracking_uri)  # models:/ URIs resolve through the global store
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=cfg.model_uri))
+    if local.is_file() or (local / "policy.pt").is_file():
+        return load_policy(local if local.is_file() else local / "policy.pt", cfg.device)
+    if not (local / "MLmodel").is_file():
+        raise ValueError(f"model_uri {cfg.model_uri!r} holds neither policy.pt nor an MLflow model")
+    import mlflow.pytorch
+
+    policy = mlflow.pytorch.load_model(str(local), map_location=cfg.device)
+    if not isinstance(policy, SelectionPolicy):
+        raise ValueError(f"model_uri {cfg.model_uri!r} is a {type(policy).__name__}, not a SelectionPolicy")
+    return policy
+
+
+class Progress:
+    """Frames done so far, written by the worker thread and read by the event loop. Stops the
+    work (at the next frame) once everyone waiting for it has passed their deadline."""
+
+    def __init__(self, deadline: float, total: int):
+        self.deadline, self.stage, self.done, self.total = deadline, "generate", 0, total
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if time.time() > self.deadline:
+            raise DeadlineExceeded
+
+    def event(self) -> dict:
+        return {"event": "progress", "stage": self.stage, "done": self.done, "total": self.total}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def scene_infos(job: Job, b: int, res: GenerationResult, fps: int, scores: list[dict] | None) -> list[dict]:
+    """Per-scene metadata of video ``b`` of a batch."""
+    out = []
+    for sc, prompt in enumerate(job.story.prompts()):
+        frames = slice(sc * fps, (sc + 1) * fps)
+        out.append({
+            "index": sc, "prompt": prompt, "first_frame": sc * fps, "n_frames": fps,
+            "selected_tokens": int((res.selections[sc][b] >= 0).sum()) if res.selections else None,
+            "context_tokens": int(res.context_tokens[frames].max()), "ms_per_frame": float(res.ms_per_frame[frames].mean()),
+            "scores": None if scores is None else {k: _finite(v) for k, v in scores[sc].items()},
+        })  # fmt: skip
+    return out
+
+
+def error_event(status: int, detail: str) -> dict:
+    return {"event": "error", "status": status, "detail": detail}
+
+
+class VideoGenerator:
+    """One generator replica: the model, the policy, a worker thread that generates batches,
+    and (on first use) the refiner that scores and refines."""
+
+    def __init__(self, cfg: ServeConfig):
+        torch.set_num_threads(cfg.torch_threads)
+        self.cfg = cfg
+        self.model, self.world, self.ctx, _ = load_generator(cfg.generator, cfg.device)
+        self.policy = load_serving_policy(cfg, self.model.cfg.d_model)
+        self.embed = generator_prompt_embedder(self.model)
+        self.refiner_class, self.refiners = None, {}
+        # one worker thread: batches run one after another, and the event loop stays free to
+        # collect the next batch and answer health checks meanwhile
+        self.executor = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(cfg.torch_threads,))
+        self.worker_free = asyncio.Event()
+        self.worker_free.set()
+        self.generate_batch.set_max_batch_size(cfg.max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+
+    def info(self) -> dict:
+        gen = {
+            "weights": self.cfg.generator or "shipped", "parameters": sum(p.numel() for p in self.model.parameters()),
+            "frame_size": self.world.frame_size, "frames_per_scene": self.world.frames_per_scene,
+            "budget_k": self.ctx.budget_k, "window_frames": self.ctx.window_frames, "device": self.cfg.device,
+        }  # fmt: skip
+        return {"generator": gen, "policy": policy_source(self.cfg) if self.policy is not None else None}
+
+    def refiner_problem(self) -> str | None:
+        """Why scores and refinement are unavailable here, or None when the refiner imports."""
+        try:
+            self._refiner_class()
+        except Unavailable as e:
+            return str(e)
+        return None
+
+    async def run(self, job: Job):
+        """The deployment's entry point: this job's event stream.
+
+        A job joins the batch queue only while the worker is free. ``serve.batch`` forms the
+        next batch as soon as one request waits, and closes it after ``batch_wait_timeout_s``,
+        long before a running batch ends; held back here, everything that arrived meanwhile
+        enters together and fills the next batch."""
+        yield self._queued(job)
+        await self.worker_free.wait()
+        async for event in self.generate_batch(job):
+            yield event
+
+    # the config's defaults; __init__ sets this replica's own values
+    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
+    async def generate_batch(self, jobs: list[Job]):
+        """Each yield holds one event per job; a job whose stream has ended gets StopIteration.
+        Compatible jobs (``Job.batch_key``) share one ``generate`` call; groups run in turn."""
+        self.worker_free.clear()
+        try:
+            latest: list = [self._queued(j) for j in jobs]
+            groups: dict[tuple, list[int]] = {}
+            for i, job in enumerate(jobs):
+                groups.setdefault(job.batch_key(), []).append(i)
+            for idx in groups.values():
+                async for events in self._run_group([jobs[i] for i in idx]):
+                    for i, event in zip(idx, events):
+                        latest[i] = event
+                    yield list(latest)
+                    latest = [StopIteration if isinstance(e, dict) and e["event"] != "progress" else e for e in latest]
+        finally:
+            self.worker_free.set()
+
+    def _queued(self, job: Job) -> dict:
+        total = len(job.story.scenes) * (job.frames_per_scene or self.world.frames_per_scene)
+        return {"event": "progress", "stage": "queued", "done": 0, "total": total}
+
+    async def _run_group(self, jobs: list[Job]):
+        """Yield [progress event] * len(jobs) while the batch runs, then its final events."""
+        progress = Progress(max(j.deadline for j in jobs), self._queued(jobs[0])["total"])
+        work = asyncio.get_running_loop().run_in_executor(self.executor, self._work, jobs, progress)
+        reported = None
+        while not (await asyncio.wait([work], timeout=self.cfg.progress_interval_s))[0]:
+            if progress.event() != reported:
+                reported = progress.event()
+                yield [reported] * len(jobs)
+        yield await work
+
+    def _work(self, jobs: list[Job], progress: Progress) -> list[dict]:
+        """Runs in the worker thread; every failure becomes an error event for the group."""
+        try:
+            if time.time() > progress.deadline:
+                raise DeadlineExceeded
+            return self._make_videos(jobs, progress)
+        except DeadlineExceeded:
+            return [error_event(504, f"no answer within request_timeout_s ({self.cfg.request_timeout_s:g} s)")] * len(jobs)
+        except Unavailable as e:
+            return [error_event(503, str(e))] * len(jobs)
+        except Exception as e:
+            log.exception("generation failed")
+            return [error_event(500, f"generation failed: {type(e).__name__}: {e}")] * len(jobs)
+
+    def _make_videos(self, jobs: list[Job], progress: Progress) -> list[dict]:
+        job, start = jobs[0], time.time()
+        world = replace(self.world, frames_per_scene=job.frames_per_scene or self.world.frames_per_scene)
+        ctx = replace(self.ctx, budget_k=job.budget_k or self.ctx.budget_k)
+        policy, refine = self.policy, None
+        if job.refine_steps:
+            progress.stage, progress.total = "refine", job.refine_steps
+            refined = self._refiner(world, ctx).refine(self.policy, job.story, job.refine_steps, job.seed)
+            policy = refined.policy.eval()
+            refine = {"steps": job.refine_steps, "rewards": [_finite(r) for r in refined.curve]}
+            progress.stage = "generate"
+        if job.strategy == "learned" and policy is None:
+            raise Unavailable("no policy is loaded on this replica")
+        strategy = make_strategy(job.strategy) if job.strategy != "learned" else LearnedStrategy(policy, self.embed, greedy=True, record=False)
+        generated = time.time()
+        res = generate(self.model, [j.story for j in jobs], world, ctx, strategy, seed=job.seed, progress=progress, shared_noise=True)
+        timings = {"refine": (generated - start) * 1000, "generate": (time.time() - generated) * 1000}
+        out = []
+        for b, j in enumerate(jobs):
+            scored = time.time()
+            scores = self._refiner(world, ctx).score(res.frames[b], j.story) if j.scores else None
+            out.append({
+                "event": "result", "frames": res.frames[b], "strategy": j.strategy, "frames_per_scene": world.frames_per_scene,
+                "budget_k": ctx.budget_k, "seed": j.seed, "batch_size": len(jobs), "refine": refine,
+                "timings_ms": {"queue": (start - j.submitted) * 1000, **timings, "score": (time.time() - scored) * 1000},
+                "scenes": scene_infos(j, b, res, world.frames_per_scene, scores),
+            })  # fmt: skip
+        return out
+
+    def _refiner_class(self):
+        if self.refiner_class is None:
+            module, _, name = self.cfg.refiner.partition(":")
+            try:
+                self.refiner_class = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as e:
+                raise Unavailable(f"scores and refine_steps need the refiner {self.cfg.refiner!r}, which cannot be imported here ({e})") from None
+        return self.refiner_class
+
+    def _refiner(self, world, ctx):
+        """One refiner per (frames per scene, budget), built on first use; a few are kept."""
+        key = (world.frames_per_scene, ctx.budget_k)
+        if key not in self.refiners:
+            if len(self.refiners) >= 4:
+                self.refiners.pop(next(iter(self.refiners)))
+            self.refiners[key] = self._refiner_class()(self.model, world, ctx)
+        return self.refiners[key]

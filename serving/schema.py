@@ -1,0 +1,133 @@
+"""The HTTP contract: request and response models (pydantic), with the bounds of a ServeConfig.
+
+The request model is built per config so that the OpenAPI schema states the same bounds the
+server enforces. Requests are strict: a wrong type is refused, never coerced.
+"""
+
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from inflvg.config import WorldConfig
+from inflvg.context import STRATEGIES
+from inflvg.world.story import sample_story
+
+from .config import ServeConfig
+
+STRATEGY_NAMES = ("learned", *STRATEGIES)
+FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}
+MAX_SEED = 2**31 - 1
+
+
+def example_scenes(seed: int, n_scenes: int) -> list[str]:
+    """Prompts of a held-out StoryWorld story: identities the generator never saw in training."""
+    return sample_story(seed, "heldout", n_scenes, WorldConfig().cast_size).prompts()
+
+
+def request_model(cfg: ServeConfig) -> type[BaseModel]:
+    """The body of POST /v1/videos, bounded by ``cfg``."""
+    Prompt = Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_prompt_chars), AfterValidator(_not_blank)]
+
+    class VideoRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"scenes": example_scenes(0, min(3, cfg.max_scenes))}]})
+
+        scenes: Optional[list[Prompt]] = Field(None, min_length=1, max_length=cfg.max_scenes, description=(
+            "One EPS-style prompt per scene: a character's first scene describes it ('character B, a small red "
+            "and blue striped triangle, bounces in the desert'), later ones name it ('character B jumps on the beach')."
+        ))  # fmt: skip
+        row: Optional[dict[str, Prompt]] = Field(None, min_length=1, max_length=cfg.max_scenes,
+                                                 description='The same prompts as an EPS row: {"0": prompt, "1": prompt, ...}.')  # fmt: skip
+        frames_per_scene: Optional[int] = Field(None, ge=1, le=cfg.max_frames_per_scene, description="Default: the generator's own.")
+        seed: int = Field(0, ge=0, le=MAX_SEED, description="Noise seed: the same request with the same seed gives the same video.")
+        budget_k: Optional[int] = Field(None, ge=1, le=cfg.max_budget_k, description="Long-term tokens kept per scene change; default: the generator's own.")
+        strategy: Optional[Literal[STRATEGY_NAMES]] = Field(None, description="Context strategy; default: 'learned' when a policy is loaded or refine_steps > 0, else 'far'.")
+        format: Literal["mp4", "gif"] = "mp4"
+        refine_steps: int = Field(0, ge=0, le=cfg.max_refine_steps, description="Test-time GRPO steps on this prompt set before generating (strategy 'learned').")
+        scores: bool = Field(False, description="Score every scene with the reward models (alignment, identity, artifacts).")
+        stream: bool = Field(False, description="Answer application/x-ndjson: progress events, then the result (or an error) as the last line.")
+
+        @model_validator(mode="after")
+        def one_prompt_source(self) -> "VideoRequest":
+            if (self.scenes is None) == (self.row is None):
+                raise ValueError("give the scene prompts either in 'scenes' (a list of strings) or in 'row' (an EPS-style object), exactly one of them")
+            return self
+
+    return VideoRequest
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a prompt must not be blank")
+    return text
+
+
+class SceneInfo(BaseModel):
+    index: int
+    prompt: str
+    first_frame: int
+    n_frames: int
+    selected_tokens: Optional[int] = Field(description="Long-term tokens chosen at this scene change; null for 'full' (no budget).")
+    context_tokens: int = Field(description="Most past tokens a frame of this scene attended to.")
+    ms_per_frame: float
+    scores: Optional[dict[str, Optional[float]]] = Field(description="Reward components and total when asked; null where a model could not score.")
+
+
+class RefineInfo(BaseModel):
+    steps: int
+    rewards: list[Optional[float]] = Field(description="Mean reward after each refinement step.")
+
+
+class VideoResponse(BaseModel):
+    id: str
+    format: Literal["mp4", "gif"]
+    media_type: str
+    video: str = Field(description="The encoded video, base64.")
+    width: int
+    height: int
+    fps: int
+    n_frames: int
+    strategy: str
+    frames_per_scene: int
+    budget_k: int
+    seed: int
+    batch_size: int = Field(description="Requests generated together with this one.")
+    timings_ms: dict[str, float] = Field(description="queue, refine, generate, score, encode, total.")
+    scenes: list[SceneInfo]
+    refine: Optional[RefineInfo]
+
+
+class ProgressEvent(BaseModel):
+    event: Literal["progress"]
+    stage: Literal["queued", "refine", "generate"]
+    done: int
+    total: int
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[FieldProblem] = []
+
+
+class Capability(BaseModel):
+    name: str
+    available: bool
+    reason: Optional[str] = None
+
+
+class ModelsResponse(BaseModel):
+    generator: dict[str, object]
+    policy: Optional[str] = Field(description="Where the learned policy came from (a file or an MLflow URI); null when none is loaded.")
+    strategies: list[Capability]
+    default_strategy: str
+    formats: list[str]
+    limits: dict[str, Union[int, float]]
+    refiner: Capability = Field(description="What scores and refine_steps need: the refiner's import path and whether it imports.")
+
+
+class ExampleResponse(BaseModel):
+    scenes: list[str]
