@@ -58,12 +58,15 @@ def preset(name: str) -> ServiceConfig:
     (at most 30 minutes on 2 CPU cores); gpu: a documented starting point for one GPU node."""
     if name == "debug":
         return ServiceConfig(
-            run_name="debug", steps=3, prompt_sets_per_step=2, n_scenes=4, checkpoint_every=2, video_every=2,
+            run_name="debug", steps=3, prompt_sets_per_step=2, n_scenes=4, checkpoint_every=1, video_every=2,
             rollout=RolloutConfig(group_size=2, num_cpus=0.5), learner=LearnerConfig(zero_stage=0, minibatch_size=16),
             rewards=LAPTOP_REWARDS,
         )  # fmt: skip
     if name == "storyworld":
-        return ServiceConfig(rollout=RolloutConfig(num_cpus=0.5), rewards=LAPTOP_REWARDS)
+        # batch-scaled advantages, few large steps: the selection moves the reward of a returning
+        # character's scene and barely any other, and per-group scaling made that noise the signal
+        learner = LearnerConfig(lr=3e-3, epochs=4, minibatch_size=128, advantage_scale="batch")
+        return ServiceConfig(steps=130, rollout=RolloutConfig(num_cpus=0.5), rewards=LAPTOP_REWARDS, learner=learner)
     if name == "gpu":
         base = ServiceConfig(run_name="gpu", steps=500, prompt_sets_per_step=16)
         return replace(

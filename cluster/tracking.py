@@ -41,6 +41,9 @@ class Tracker:
 
         self.mlflow, self.run_dir = mlflow, run_dir
         mlflow.set_tracking_uri(tracking_uri)
+        if tracking_uri.startswith("sqlite:") and mlflow.get_experiment_by_name("inflvg") is None:
+            # a run's own SQLite store keeps its artifacts beside it, not in the job's working directory
+            mlflow.create_experiment("inflvg", artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
         mlflow.set_experiment("inflvg")
         id_file = run_dir / "mlflow_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
@@ -62,8 +65,19 @@ class Tracker:
         self.mlflow.log_artifact(str(path), artifact_path="videos")
         self.mlflow.log_artifact(str(path.with_suffix(".json")), artifact_path="videos")
 
-    def log_policy(self, policy_path: Path) -> None:
+    def log_policy(self, policy_path: Path) -> str:
+        """The policy file as an artifact (``runs:/<run>/policy/policy.pt``) and as an MLflow
+        logged model (``mlflow.pytorch.load_model(uri)`` returns the SelectionPolicy; the
+        ``inflvg`` package must be importable) -> the model's URI."""
+        import mlflow.pytorch
+
+        from inflvg.policy import load_policy
+
         self.mlflow.log_artifact(str(policy_path), artifact_path="policy")
+        info = mlflow.pytorch.log_model(
+            load_policy(policy_path), name="policy", pip_requirements=["torch==2.13.0"], serialization_format="pickle"
+        )
+        return info.model_uri
 
     def finish(self) -> str:
         run_id = self.run.info.run_id

@@ -1,6 +1,6 @@
 """The training driver: the entrypoint that `ray job submit` runs.
 
-    python -m cluster.train --preset debug|storyworld|gpu [--steps N] [--resume auto]
+    python -m cluster.train --preset debug|storyworld|gpu [--steps N] [--resume auto] [--faults rollout@1,reward@2]
 
 One step reads as the algorithm (DESIGN.md section 3): sample prompt sets, roll out G videos
 each, score every scene, update the policy with GRPO, push the new weights, log, checkpoint.
@@ -19,6 +19,7 @@ from inflvg.policy import SelectionPolicy, save_policy
 from learner.checkpoint import latest_checkpoint, load_driver_state
 
 from .config import ServiceConfig, preset
+from .faults import FaultInjector, parse_faults
 from .roles import Roles, start_roles
 from .sampler import PromptSampler
 from .scoring import score_rollouts
@@ -30,16 +31,18 @@ def step_seeds(seed: int, step: int) -> tuple[int, int]:
     return seed * 1_000_003 + 2 * step, seed * 1_000_003 + 2 * step + 1
 
 
-def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler) -> tuple[dict, list]:
+def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, faults: FaultInjector) -> tuple[dict, list]:
     import ray
 
     timings, t = {}, time.perf_counter()
     prompt_sets = sampler.next(cfg.prompt_sets_per_step)
     noise_seed, selection_seed = step_seeds(cfg.seed, step)
-    rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
+    with faults.during("rollout", step):
+        rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
     timings["time_rollout"], t = time.perf_counter() - t, time.perf_counter()
     stories = dict(prompt_sets)
-    reward = score_rollouts(rollouts, stories, roles.frames_per_scene, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
+    with faults.during("reward", step):
+        reward = score_rollouts(rollouts, stories, roles.frames_per_scene, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
     timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
     learned = ray.get(roles.learner.update.remote(rollouts))
     timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
@@ -53,7 +56,16 @@ def driver_state(step: int, sampler: PromptSampler) -> dict:
     return {"step": step, "sampler": sampler.state()}
 
 
-def run(cfg: ServiceConfig, resume: str) -> Path:
+def restarts(roles: Roles) -> dict[str, float]:
+    """Work sent twice because an actor died (cumulative): prompt sets and reward chunks."""
+    return {
+        "rollout_reissued": float(roles.rollouts.reissued),
+        "reward_retries": float(sum(g.retries for g in roles.rewards.values())),
+        "reward_failures": float(sum(g.failures for g in roles.rewards.values())),
+    }
+
+
+def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
     run_dir = Path(cfg.output_root) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     roles = start_roles(cfg)
@@ -61,26 +73,32 @@ def run(cfg: ServiceConfig, resume: str) -> Path:
     start_step = restore(cfg, roles, sampler, run_dir / "checkpoints", resume)
     tracker = Tracker(cfg, run_dir, cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db")
     step_log = open_step_log(run_dir / "steps.jsonl", start_step)
+    target = roles.rewards.get("identity") or next(iter(roles.rewards.values()))
+    injector = FaultInjector(faults, {"rollout": roles.rollouts.handles[0], "reward": target.handles[0]})
     for step in range(start_step, cfg.steps):
         t0 = time.perf_counter()
-        metrics, rollouts = train_step(step, cfg, roles, sampler)
+        metrics, rollouts = train_step(step, cfg, roles, sampler, injector)
         wall = time.perf_counter() - t0
         busy = metrics["time_rollout"] + metrics["time_reward"] + metrics["time_learn"]
-        metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall)
+        metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall, **restarts(roles))
+        tracker.log_step(step, metrics)
+        if step % cfg.video_every == 0:
+            tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
+        record = {"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall, **restarts(roles)}
+        step_log.write(json.dumps(record) + "\n")
+        step_log.flush()
+        print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
+        # after the log line: a crash in between reruns the step from the previous checkpoint, and
+        # resuming drops log lines from the checkpoint's step on, so each step is logged once
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
             import ray
 
             ray.get(roles.learner.save_checkpoint.remote(str(run_dir / "checkpoints"), driver_state(step + 1, sampler)))
-        tracker.log_step(step, metrics)
-        if step % cfg.video_every == 0:
-            tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
-        step_log.write(json.dumps({"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall}) + "\n")
-        step_log.flush()
-        print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
     policy_path = export_policy(cfg, roles, run_dir)
-    tracker.log_policy(policy_path)
+    model_uri = tracker.log_policy(policy_path)
     run_id = tracker.finish()
     print(f"curves: MLflow run {run_id} at {tracker.uri} (experiment 'inflvg')")
+    print(f"logged model: {model_uri}")
     print(f"sample videos: {run_dir / 'videos'}")
     print(f"trained policy: {policy_path}")
     return policy_path
@@ -131,15 +149,17 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--seed", type=int)
     ap.add_argument("--resume", default="auto", help="'auto' (latest checkpoint of this run, if any), 'none', or a checkpoint path")
     ap.add_argument("--output-root", help="where runs/<run-name>/ goes (default: runs)")
+    ap.add_argument("--faults", help="fault injection, e.g. rollout@1,reward@2: kill that actor during that step")
     args = ap.parse_args(argv)
     try:
+        faults = parse_faults(args.faults)
         cfg = preset(args.preset)
         overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root}
         cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as e:
         ap.error(str(e))
     ray_init()
-    return run(cfg, args.resume)
+    return run(cfg, args.resume, faults)
 
 
 def ray_init() -> None:
@@ -149,7 +169,7 @@ def ray_init() -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
-"""The debug preset end to end, submitted with `ray job submit` to a real local Ray head, then
-resumed: every step runs exactly once, a policy is written, MLflow holds the curves."""
+"""The debug preset end to end, submitted with `ray job submit` to a real local Ray head: an
+undisturbed run; a run whose rollout and reward actors are killed mid-step; a run whose job is
+stopped mid-way and resumed. Each runs every step exactly once and ends with the same weights."""
 
 import json
 import os
 import secrets
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -28,31 +32,87 @@ def ray_head(tmp_path_factory):
     # token authentication on, with a token of our own that both the head and the CLI read
     env = {**os.environ, "RAY_TMPDIR": str(tmp_path_factory.mktemp("ray")), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats"],
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",
+                    "--num-cpus=2", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=180)  # fmt: skip
     yield f"http://127.0.0.1:{dash}", env
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def submit(address: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+def submit(address: str, env: dict, *args: str, wait: bool = True) -> subprocess.CompletedProcess:
     runtime_env = json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
-           "--", sys.executable, "-m", "cluster.train", "--preset", "debug", *args]  # fmt: skip
+           *([] if wait else ["--no-wait"]), "--", sys.executable, "-m", "cluster.train", "--preset", "debug", *args]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_debug_preset_via_ray_job_submit_and_resume(ray_head, tmp_path):
+def logged_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "steps.jsonl").read_text().splitlines()]
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    wa, wb = (torch.load(p, weights_only=True)["state_dict"] for p in (a, b))
+    return max((wa[k] - wb[k]).abs().max().item() for k in wa)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_head, tmp_path_factory):
+    """An undisturbed 3-step debug run: (its run folder, the job's stdout)."""
     address, env = ray_head
-    first = submit(address, env, "--steps", "1", "--output-root", str(tmp_path))
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    second = submit(address, env, "--steps", "2", "--output-root", str(tmp_path))
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "resumed from" in second.stdout and "at step 1" in second.stdout
-    run = tmp_path / "debug"
-    steps = [json.loads(line)["step"] for line in (run / "steps.jsonl").read_text().splitlines()]
-    assert steps == [0, 1]  # nothing lost, nothing doubled
-    assert (run / "policy.pt").stat().st_size > 0 and f"trained policy: {run / 'policy.pt'}" in second.stdout
+    root = tmp_path_factory.mktemp("reference")
+    done = submit(address, env, "--output-root", str(root))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "debug", done.stdout
+
+
+def test_debug_preset_via_ray_job_submit(reference):
+    run, stdout = reference
+    assert logged_steps(run) == [0, 1, 2]
+    assert (run / "policy.pt").stat().st_size > 0 and f"trained policy: {run / 'policy.pt'}" in stdout
     db = sqlite3.connect(run / "mlflow.db")
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
-    assert {"reward_total_mean", "clip_fraction", "overhead_fraction", "time_rollout", "videos_per_minute"} <= keys
+    assert {"reward_total_mean", "clip_fraction", "overhead_fraction", "time_rollout", "videos_per_minute", "rollout_reissued"} <= keys
     assert list((run / "videos").glob("*.gif"))
+    import mlflow.pytorch
+
+    from inflvg.policy import load_policy
+
+    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
+    uri = next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("logged model: "))
+    logged, saved = mlflow.pytorch.load_model(uri), load_policy(run / "policy.pt")
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in logged.state_dict().items())
+
+
+def test_actors_killed_mid_step_lose_and_double_nothing(ray_head, reference, tmp_path):
+    address, env = ray_head
+    done = submit(address, env, "--output-root", str(tmp_path), "--faults", "rollout@1,reward@2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "killed the rollout actor during step 1" in done.stdout and "killed the reward actor during step 2" in done.stdout
+    run = tmp_path / "debug"
+    assert logged_steps(run) == [0, 1, 2]  # nothing lost, nothing doubled
+    last = json.loads((run / "steps.jsonl").read_text().splitlines()[-1])
+    assert last["rollout_reissued"] >= 1 and last["reward_failures"] == 0
+    diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
+    print(f"max |weights - undisturbed run| after two actor kills: {diff:.3g}")
+    assert diff == 0.0  # re-issued work gives the same rollouts and scores, so the same updates
+
+
+def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, reference, tmp_path):
+    address, env = ray_head
+    started = submit(address, env, "--output-root", str(tmp_path), wait=False)
+    assert started.returncode == 0, started.stdout + started.stderr
+    run, deadline = tmp_path / "debug", time.monotonic() + 600
+    while not (run / "checkpoints" / "latest").exists():  # the first checkpoint: after step 0
+        assert time.monotonic() < deadline, "no checkpoint written in 10 minutes"
+        time.sleep(0.2)
+    drivers = subprocess.run(["pgrep", "-f", f"cluster.train --preset debug --output-root {tmp_path}"], capture_output=True, text=True)
+    for pid in drivers.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)  # a crash mid-run: no cleanup, no final checkpoint
+    assert drivers.stdout.split() and not (run / "policy.pt").exists()
+    resumed = submit(address, env, "--output-root", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert logged_steps(run) == [0, 1, 2]  # the steps after the checkpoint ran again, each logged once
+    diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
+    print(f"max |weights - undisturbed run| after a kill and resume: {diff:.3g}")
+    assert diff == 0.0
