@@ -54,11 +54,13 @@ def test_bench_with_a_policy_adds_learned_with_the_same_keys(weights, tiny, tmp_
     result = json.loads(out.read_text())
     assert set(result["strategies"]["learned"]) == set(result["strategies"]["random"])
     assert {"learned-random", "learned-oracle"} <= set(result["paired"]) and result["gap_closed"]["best_heuristic"] == "random"
+    assert result["gap_closed_budgeted"]["best_heuristic"] == "random"
     assert "of the combined gap" in out.with_suffix(".md").read_text()
+    assert len(result["per_video"]["learned"]["combined"]) == 2
 
 
 def test_gap_closed_against_hand_computed_values():
-    from inflvg.bench.run import gap_closed
+    from inflvg.bench.run import BUDGETED, gap_closed
 
     tables = {
         "window": {"combined": np.array([0.40, 0.50, 0.60])},
@@ -70,6 +72,9 @@ def test_gap_closed_against_hand_computed_values():
     assert gap["best_heuristic"] == "random"
     assert gap["fraction"] == pytest.approx((0.70 - 0.55) / (0.75 - 0.55))  # 0.75
     assert gap["ci95"][0] <= gap["fraction"] <= gap["ci95"][1]
+    tables["full"] = {"combined": np.array([0.72, 0.72, 0.72])}
+    assert gap_closed(tables)["best_heuristic"] == "full"
+    assert gap_closed(tables, candidates=BUDGETED)["best_heuristic"] == "random"
 
 
 def test_bench_on_a_prompt_file(weights, tmp_path):

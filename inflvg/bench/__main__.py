@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..context import STRATEGIES, make_strategy
@@ -20,7 +21,7 @@ from ..generator.weights import load_generator
 from ..world.eps import load_eps
 from ..world.story import SPLITS, sample_story
 from .report import markdown, plot
-from .run import HEURISTICS, BenchSetup, gap_closed, paired, run_quality, run_timing, summarize, with_budget
+from .run import BUDGETED, HEURISTICS, BenchSetup, gap_closed, paired, run_quality, run_timing, summarize, with_budget
 
 
 def positive_int(text: str) -> int:
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["paired"].update({f"learned-{b}": paired(tables, "learned", b) for b in tables if b != "learned"})
         if "oracle" in tables and any(h in tables for h in HEURISTICS):
             result["gap_closed"] = gap_closed(tables)
+        if "oracle" in tables and any(h in tables for h in BUDGETED):
+            result["gap_closed_budgeted"] = gap_closed(tables, candidates=BUDGETED)
+    result["per_video"] = {name: {m: [None if np.isnan(v) else round(float(v), 5) for v in t[m]] for m in t} for name, t in tables.items()}
     result["seconds"] = round(time.time() - start)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

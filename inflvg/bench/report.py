@@ -31,10 +31,11 @@ def markdown(result: dict) -> str:
     lines.append("|---|---|---|")
     for pair, d in result.get("paired", {}).items():
         lines.append(f"| {pair} | {_fmt(d['identity']['mean'], d['identity']['ci95'])} | {_fmt(d['combined']['mean'], d['combined']['ci95'])} |")
-    gap = result.get("gap_closed")
-    if gap:
-        lines += ["", f"Learned policy closes {gap['fraction']:.0%} [{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}] of the {gap['metric']} "
-                  f"gap between the best heuristic ({gap['best_heuristic']}) and oracle-K."]  # fmt: skip
+    for key, kind in (("gap_closed", "heuristic"), ("gap_closed_budgeted", "fixed-budget heuristic")):
+        gap = result.get(key)
+        if gap:
+            lines += ["", f"Learned policy closes {gap['fraction']:.0%} [{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}] of the {gap['metric']} "
+                      f"gap between the best {kind} ({gap['best_heuristic']}) and oracle-K."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
