@@ -50,6 +50,8 @@ def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(compose(cfg, key_hash), name=APP_NAME, route_prefix="/")
         print(f"serving on http://{cfg.host}:{cfg.port}/ (API at /docs); Ctrl-C stops", flush=True)
+        # explicit: a process started in the background by a shell inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         while True:
             time.sleep(3600)
