@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from pathlib import Path
 
 import numpy as np
+
+from inflvg.video import encode
 
 
 def flatten(obj, prefix: str = "") -> dict[str, str]:
@@ -21,16 +22,6 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(value)
     return out
-
-
-def gif_bytes(frames: np.ndarray, scale: int = 4, fps: int = 4) -> bytes:
-    """(T, H, W, 3) uint8 -> an animated GIF, nearest-neighbour upscaled."""
-    from PIL import Image
-
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
 
 
 class Tracker:
@@ -60,7 +51,7 @@ class Tracker:
     def log_video(self, step: int, frames: np.ndarray, prompts: list[str]) -> None:
         path = self.run_dir / "videos" / f"step{step:05d}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(gif_bytes(frames))
+        path.write_bytes(encode(frames, "gif", factor=4, fps=4))
         path.with_suffix(".json").write_text(json.dumps({"step": step, "prompts": prompts}))
         self.mlflow.log_artifact(str(path), artifact_path="videos")
         self.mlflow.log_artifact(str(path.with_suffix(".json")), artifact_path="videos")

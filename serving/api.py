@@ -25,7 +25,7 @@ from .generator import error_event
 from .http import BodyLimit, api_key_check, error_response, field_error, ndjson, validation_error
 from .jobs import FieldError, Job, make_job
 from .schema import FORMATS, MAX_SEED, ErrorResponse, ExampleResponse, ModelsResponse, VideoResponse, example_scenes, request_model
-from .video import encode
+from inflvg.video import encode
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 NDJSON = "application/x-ndjson"

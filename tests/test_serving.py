@@ -13,7 +13,7 @@ from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
 from serving.config import ServeConfig, api_key_hash, check_bind, is_loopback
 from serving.jobs import FieldError, Job, story_of
 from serving.schema import example_scenes
-from serving.video import encode
+from inflvg.video import encode
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "k" * 32

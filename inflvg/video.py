@@ -1,4 +1,5 @@
-"""Encode generated frames as a video a browser plays: MP4 (H.264, yuv420p) or GIF."""
+"""Encode generated frames as a video a browser plays: MP4 (H.264, yuv420p) or GIF (the HTTP API,
+the sample videos logged to MLflow). PyAV and Pillow are imported only when encoding."""
 
 from __future__ import annotations
 
