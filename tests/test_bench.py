@@ -59,6 +59,19 @@ def test_bench_with_a_policy_adds_learned_with_the_same_keys(weights, tiny, tmp_
     assert len(result["per_video"]["learned"]["combined"]) == 2
 
 
+def test_workers_give_the_same_videos_as_one_process(weights, tmp_path):
+    results = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.json"
+        r = bench("--weights", weights, "--split", "heldout", "--seed", 3, "--videos", 2, "--lengths", "1",
+                  "--strategies", "window,random,oracle", "--workers", workers, "--out", out)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        results.append(json.loads(out.read_text()))
+    assert results[1]["config"]["workers"] == 2
+    assert results[0]["per_video"] == results[1]["per_video"]
+    assert list(results[0]["strategies"]) == list(results[1]["strategies"]) == ["window", "random", "oracle"]
+
+
 def test_gap_closed_against_hand_computed_values():
     from inflvg.bench.run import BUDGETED, gap_closed
 

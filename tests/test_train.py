@@ -54,3 +54,16 @@ def test_subject_tokens_and_oracle_mixture():
     picks = [sample_long(pool, shows[pool], 16, 8, np.random.default_rng(s)) for s in range(50)]
     assert all(len(p) <= 8 and len(set(p)) == len(p) for p in picks)
     assert any(len(p) == 0 for p in picks) and any(len(p) == 8 for p in picks)
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine():
+    import math
+
+    from inflvg.generator.train import learning_rate
+
+    flat = TrainConfig(lr=1e-3, warmup_steps=10)
+    assert learning_rate(flat, 0) == 1e-4 and learning_rate(flat, 9) == 1e-3 and learning_rate(flat, 5000) == 1e-3
+    tc = TrainConfig(lr=1e-3, warmup_steps=10, decay_steps=100, final_lr_fraction=0.1)
+    assert math.isclose(learning_rate(tc, 50), 1e-3 * (0.1 + 0.9 * 0.5))  # half-way: cos(pi/2) = 0
+    assert math.isclose(learning_rate(tc, 100), 1e-4) and math.isclose(learning_rate(tc, 400), 1e-4)
+    assert learning_rate(tc, 30) > learning_rate(tc, 60) > learning_rate(tc, 90)

@@ -14,14 +14,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..context import STRATEGIES, make_strategy
 from ..generator.weights import load_generator
 from ..world.eps import load_eps
 from ..world.story import SPLITS, sample_story
+from .parallel import Job, make, run_all
 from .report import markdown, plot
-from .run import BUDGETED, HEURISTICS, BenchSetup, gap_closed, paired, run_quality, run_timing, summarize, with_budget
+from .run import BUDGETED, HEURISTICS, gap_closed, paired, with_budget
 
 
 def positive_int(text: str) -> int:
@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timing-videos", type=positive_int, default=1)
     ap.add_argument("--weights", help="generator weights (default: the shipped ones)")
     ap.add_argument("--policy", help="a trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)")
-    ap.add_argument("--threads", type=positive_int, default=2)
+    ap.add_argument("--workers", type=positive_int, default=2, help="processes measuring strategies side by side")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker")
     args = ap.parse_args(argv)
     args.strategy_list = [s for s in args.strategies.split(",") if s]
     try:
@@ -59,47 +60,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def learned_strategy(path: str, model):
-    from ..policy import LearnedStrategy, generator_prompt_embedder, load_policy
-
-    return LearnedStrategy(load_policy(path), generator_prompt_embedder(model), greedy=True, record=False)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
     try:
         model, world, ctx, _ = load_generator(args.weights)
         stories = load_eps(args.prompts, args.seed) if args.prompts else [
             sample_story(args.seed + i, args.split, world.n_scenes, world.cast_size) for i in range(args.videos)
         ]
+        ctx = with_budget(ctx, args.budget_k)
+        names = args.strategy_list + (["learned"] if args.policy else [])
+        job = Job(args.weights, args.budget_k, args.seed, stories, args.length_list, args.timing_videos, args.threads, args.policy)
+        if args.policy:
+            make("learned", job, model)  # a missing or wrong policy file fails here, before any work
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    ctx = with_budget(ctx, args.budget_k)
-    setup = BenchSetup(model, world, ctx, args.seed)
     result = {
         "config": {
             "split": None if args.prompts else args.split, "prompts": args.prompts or f"{args.split} split",
             "seed": args.seed, "videos": len(stories), "frames_per_scene": world.frames_per_scene,
             "horizon_frames": model.cfg.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
             "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,
+            "workers": args.workers, "threads_per_worker": args.threads,
         },
         "strategies": {},
     }  # fmt: skip
-    try:
-        strategies = {name: make_strategy(name) for name in args.strategy_list}
-        if args.policy:
-            strategies["learned"] = learned_strategy(args.policy, model)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    tables, start = {}, time.time()
-    for name, strategy in strategies.items():
-        print(f"[{time.time() - start:5.0f}s] {name}: quality on {len(stories)} videos", file=sys.stderr)
-        tables[name] = run_quality(setup, strategy, stories)
-        entry = summarize(tables[name])
-        print(f"[{time.time() - start:5.0f}s] {name}: timing at {args.length_list}x", file=sys.stderr)
-        entry["timing"] = run_timing(setup, strategy, args.length_list, args.timing_videos)
-        result["strategies"][name] = entry
+    start = time.time()
+    print(f"measuring {', '.join(names)} on {len(stories)} videos with {args.workers} worker(s)", file=sys.stderr)
+    measured = run_all(names, job, args.workers)
+    tables = {name: table for name, (table, _) in measured.items()}
+    result["strategies"] = {name: entry for name, (_, entry) in measured.items()}
     result["paired"] = {f"oracle-{b}": paired(tables, "oracle", b) for b in tables if "oracle" in tables and b != "oracle"}
     if "learned" in tables:
         result["paired"].update({f"learned-{b}": paired(tables, "learned", b) for b in tables if b != "learned"})

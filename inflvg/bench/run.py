@@ -26,10 +26,13 @@ class BenchSetup:
 
 
 class Progress:
-    """One status line on stderr: rewritten in place on a terminal, a line per quarter otherwise."""
+    """One status line on stderr: rewritten in place on a terminal, a line per quarter otherwise
+    (always the latter where several processes share the terminal: ``Progress.inline = False``)."""
+
+    inline = True
 
     def __init__(self, label: str):
-        self.label, self.start, self.tty = label, time.time(), sys.stderr.isatty()
+        self.label, self.start, self.tty = label, time.time(), self.inline and sys.stderr.isatty()
 
     def __call__(self, done: int, total: int) -> None:
         line = f"  {self.label}: {done}/{total} frames  {time.time() - self.start:5.0f}s"

@@ -11,6 +11,7 @@ same weights on the same machine.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -41,6 +42,10 @@ class TrainConfig:
     threads: int = 2
     save_every: int = 200
     """Steps between checkpoints written to the output path (atomically)."""
+    decay_steps: int = 0
+    """If positive, the learning rate falls along a cosine to ``final_lr_fraction`` of ``lr`` over
+    this many steps of the run (then stays there); 0 keeps it constant after warm-up."""
+    final_lr_fraction: float = 0.05
 
 
 def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contexts, vids) -> Context:
@@ -112,6 +117,16 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     return (weight * (clean - x1) ** 2).mean() / weight.mean()
 
 
+def learning_rate(tc: TrainConfig, run_step: int) -> float:
+    """Linear warm-up, then constant or a cosine decay over ``tc.decay_steps``."""
+    warm = min(1.0, (run_step + 1) / tc.warmup_steps)
+    if tc.decay_steps <= 0:
+        return tc.lr * warm
+    frac = min(1.0, run_step / tc.decay_steps)
+    low = tc.final_lr_fraction
+    return tc.lr * warm * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
 def flow_times(n: int, steps: int) -> torch.Tensor:
     """Half uniform in [0, 1), half on the sampler's own Euler grid {0, 1/steps, ...}."""
     grid = torch.randint(0, steps, (n,)).float() / steps
@@ -134,7 +149,7 @@ def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, 
     start, step, ema = time.time(), first_step, None
     while step < tc.max_steps and time.time() - start < tc.minutes * 60:
         for g in opt.param_groups:
-            g["lr"] = tc.lr * min(1.0, (step - first_step + 1) / tc.warmup_steps)
+            g["lr"] = learning_rate(tc, step - first_step)
         loss = train_step(model, world, ctx_cfg, tc, seed=1_000_000 + step * tc.videos_per_step, rng=rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -162,10 +177,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
+    ap.add_argument("--decay-steps", type=int, default=0, help="cosine learning-rate decay over this many steps (0: constant)")
+    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
     ap.add_argument("--out", default="inflvg/weights/generator.pt")
     ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
     args = ap.parse_args(argv)
-    tc = TrainConfig(minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads)
+    tc = TrainConfig(
+        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr, decay_steps=args.decay_steps
+    )
     meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out, init=args.init)
     print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
 
