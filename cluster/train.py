@@ -20,6 +20,7 @@ from learner.checkpoint import latest_checkpoint, load_driver_state
 
 from .config import ServiceConfig, preset
 from .faults import FaultInjector, parse_faults
+from .overrides import apply_overrides
 from .roles import Roles, start_roles
 from .sampler import PromptSampler
 from .scoring import score_rollouts
@@ -150,12 +151,14 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--resume", default="auto", help="'auto' (latest checkpoint of this run, if any), 'none', or a checkpoint path")
     ap.add_argument("--output-root", help="where runs/<run-name>/ goes (default: runs)")
     ap.add_argument("--faults", help="fault injection, e.g. rollout@1,reward@2: kill that actor during that step")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override any config field, e.g. --set learner.lr=2e-3 --set rollout.group_size=8 (repeatable)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         faults = parse_faults(args.faults)
         cfg = preset(args.preset)
         overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root}
-        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = apply_overrides(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), args.set)
     except ValueError as e:
         ap.error(str(e))
     ray_init()
