@@ -63,8 +63,11 @@ class RewardConfig:
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     artifacts: ArtifactConfig = field(default_factory=ArtifactConfig)
-    weights: tuple[tuple[str, float], ...] = (("alignment", 1.0), ("identity", 1.0), ("artifacts", 0.5))
-    """(family, weight) pairs of the combined reward."""
+    weights: tuple[tuple[str, float], ...] = (("alignment", 0.25), ("identity", 1.0), ("artifacts", 0.5))
+    """(family, weight) pairs of the combined reward. Alignment weighs least by default: every
+    scene's prompt names its background, so the context selection barely moves alignment, and
+    inside a GRPO group its differences are mostly scorer noise (on StoryWorld the generator
+    draws the prompted background in every scene whatever it keeps)."""
     normalise_components: bool = False
     """Normalise each component within its GRPO group before summing."""
 

@@ -11,12 +11,12 @@ from cluster.overrides import apply_overrides
 
 def test_nested_fields_take_literal_values_and_leave_the_rest():
     base = preset("storyworld")
-    cfg = apply_overrides(base, ["learner.lr=2e-3", "rollout.group_size=8", "run_name=sweep_a",
+    cfg = apply_overrides(base, ["learner.lr=5e-4", "rollout.group_size=8", "run_name=sweep_a",
                                  "rewards.weights=[('alignment', 0.25), ('identity', 1.0)]"])  # fmt: skip
-    assert cfg.learner.lr == 2e-3 and cfg.rollout.group_size == 8 and cfg.run_name == "sweep_a"
+    assert cfg.learner.lr == 5e-4 and cfg.rollout.group_size == 8 and cfg.run_name == "sweep_a"
     assert cfg.rewards.weights == (("alignment", 0.25), ("identity", 1.0))
     assert cfg.learner.epochs == base.learner.epochs and cfg.steps == base.steps
-    assert base.learner.lr != 2e-3  # the preset itself is untouched
+    assert base.learner.lr != 5e-4  # the preset itself is untouched
 
 
 @pytest.mark.parametrize(
