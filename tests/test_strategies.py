@@ -56,3 +56,18 @@ def test_small_pool_is_padded_and_windows_select_nothing():
     assert (make_strategy("random").select(st)[0] >= 0).sum() == min(16, st.pool_size)
     for name in ("window", "sink_window"):
         assert make_strategy(name).select(st).shape == (1, 0)
+
+
+def test_prompt_match_takes_whole_newest_frames_of_scenes_naming_the_subject():
+    _, story, _ = state_at(1)
+    scene = returning_scene(story)
+    st, _, _ = state_at(scene, k=24)  # one and a half frames' worth of tokens
+    sel = make_strategy("prompt_match").select(st)[0]
+    frames = st.pool_frames[sel[sel >= 0]]
+    subject, fps = story.scenes[scene].character, st.frames_per_scene
+    named = [f for f in np.unique(st.pool_frames) if story.scenes[f // fps].character == subject]
+    assert len(frames) == min(24, N_TOK * len(named))
+    assert len(named) >= 2 and frames.tolist() == [named[-1]] * N_TOK + [named[-2]] * 8  # newest frame whole, then the next
+    first = next(i for i, sc in enumerate(story.scenes) if i > 1 and sc.first_appearance)  # nothing named it before
+    st, _, _ = state_at(first)
+    assert (make_strategy("prompt_match").select(st) == -1).all()

@@ -78,7 +78,7 @@ def paired(tables: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict:
     return out
 
 
-HEURISTICS = ("full", "window", "sink_window", "far", "random")
+HEURISTICS = ("full", "window", "sink_window", "far", "random", "prompt_match")
 BUDGETED = HEURISTICS[1:]  # the heuristics that keep the same fixed budget as the policy
 
 

@@ -1,5 +1,6 @@
 """Baseline strategies (DESIGN.md section 5): full history, sliding window, sink + window,
-FAR-uniform, random-K, and oracle-K from StoryWorld ground truth (an upper bound)."""
+FAR-uniform, random-K, prompt-match (whole frames whose prompt names the same subject), and
+oracle-K from StoryWorld ground truth (an upper bound)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,33 @@ class RandomK(ContextStrategy):
         return pad_selection([state.rng.choice(state.pool_size, k, replace=False).tolist() for _ in state.stories], state.budget_k)
 
 
+def subject_name(prompt: str) -> str:
+    """The subject a StoryWorld prompt names: its first two words before any comma ("character B")."""
+    return " ".join(prompt.split(",")[0].split()[:2])
+
+
+class PromptMatch(ContextStrategy):
+    """Every long-term token of the newest frames whose scene prompt names the current prompt's
+    subject, whole frames, up to K: what the prompts alone tell, without looking at the tokens."""
+
+    name = "prompt_match"
+
+    def select(self, state: SelectionState) -> np.ndarray:
+        if state.pool_size == 0:
+            return np.full((state.n_videos, state.budget_k), -1, np.int64)
+        scenes = state.pool_frames // state.frames_per_scene
+        chosen = []
+        for story, prompt in zip(state.stories, state.prompts):
+            same = np.array([subject_name(story.prompt(s)) == subject_name(prompt) for s in range(int(scenes.max()) + 1)])
+            picks: list[int] = []
+            for f in np.unique(state.pool_frames[same[scenes]])[::-1]:  # newest first
+                picks += np.flatnonzero(state.pool_frames == f).tolist()
+                if len(picks) >= state.budget_k:
+                    break
+            chosen.append(picks[: state.budget_k])
+        return pad_selection(chosen, state.budget_k)
+
+
 class OracleK(ContextStrategy):
     """The referenced character's tokens, newest first, from ground truth: which frames show it
     (the story) and which of their tokens cover it (difference from the known background)."""
@@ -91,7 +119,7 @@ class OracleK(ContextStrategy):
         return picks[: state.budget_k]
 
 
-STRATEGIES = {cls.name: cls for cls in (FullHistory, SlidingWindow, SinkWindow, FarUniform, RandomK, OracleK)}
+STRATEGIES = {cls.name: cls for cls in (FullHistory, SlidingWindow, SinkWindow, FarUniform, RandomK, PromptMatch, OracleK)}
 
 
 def make_strategy(name: str) -> ContextStrategy:
