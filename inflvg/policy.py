@@ -27,7 +27,7 @@ from .rollout import Transition
 
 N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
 
-PromptEmbedder = Callable[[list], tuple]  # prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool)
+PromptEmbedder = Callable[[list], tuple]  # prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool, ids (B, L) int64)
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,22 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
 
-def candidate_features(features: torch.Tensor, pool_frames: np.ndarray, pool_tokens: np.ndarray, now_frame: int) -> torch.Tensor:
-    """Encoder features (B, N, d) + per-token extras -> the policy's candidate features (B, N, d + N_EXTRA), fp32.
+def word_overlap(now_ids: torch.Tensor, now_mask: torch.Tensor, past_ids: torch.Tensor, past_mask: torch.Tensor,
+                 pool_scenes: np.ndarray) -> torch.Tensor:  # fmt: skip
+    """Which words of the current prompt each candidate's scene prompt also contains.
+
+    now_ids, now_mask (B, L); past_ids, past_mask (B, S, L') for the scenes made so far;
+    pool_scenes (N,) the scene of each candidate -> (B, N, L) float32, 1 where current word l
+    (a real one) occurs among the real words of the candidate's scene prompt."""
+    same = (now_ids[:, None, :, None] == past_ids[:, :, None, :]) & past_mask[:, :, None, :].bool()  # (B, S, L, L')
+    in_scene = same.any(-1) & now_mask[:, None, :].bool()  # (B, S, L)
+    return in_scene[:, torch.as_tensor(pool_scenes, dtype=torch.long, device=in_scene.device)].float()
+
+
+def candidate_features(features: torch.Tensor, pool_frames: np.ndarray, pool_tokens: np.ndarray, now_frame: int,
+                       overlap: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Encoder features (B, N, d), word overlap (B, N, L) from ``word_overlap`` -> the policy's
+    candidate features (B, N, d + N_EXTRA + L), fp32.
 
     Extras: relative age (now - frame) / now in (0, 1], and the token's row and column in its
     frame's square grid of long-term tokens, in [0, 1]."""
@@ -67,7 +81,7 @@ def candidate_features(features: torch.Tensor, pool_frames: np.ndarray, pool_tok
     age = (now_frame - pool_frames.astype(np.float32)) / max(now_frame, 1)
     rows, cols = (pool_tokens // g) / max(g - 1, 1), (pool_tokens % g) / max(g - 1, 1)
     extras = torch.as_tensor(np.stack([age, rows, cols], -1), dtype=torch.float32, device=features.device)
-    return torch.cat([features.float(), extras.expand(b, n, N_EXTRA)], -1)
+    return torch.cat([features.float(), extras.expand(b, n, N_EXTRA), overlap.float().to(features.device)], -1)
 
 
 def _valid(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -152,8 +166,12 @@ class SelectionPolicy(nn.Module):
     """Scores candidates: (features (B, N, d_feature + N_EXTRA), prompt) -> logits (B, N), -inf on padding.
 
     tokens -> LayerNorm + linear; cross-attention from tokens (queries) to prompt tokens (keys/
-    values, masked); residual; MLP head. The last layer starts small, so a fresh policy is close
-    to uniform (random-K) and training moves it away from there."""
+    values, masked); residual; MLP head. A second term adds, for every word of the current prompt
+    that the candidate's own scene prompt also contained, a learned weight of that word: a token
+    made under "character B ..." can then be preferred when the prompt names character B, a
+    match the MLP would otherwise have to learn as an interaction between token and prompt.
+    Both terms start at (or near) zero, so a fresh policy is close to uniform (random-K) and
+    training moves it away from there."""
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
@@ -167,15 +185,23 @@ class SelectionPolicy(nn.Module):
             nn.Linear(cfg.hidden, 1, bias=False),  # softmax ignores a shared offset: a bias would never learn
         )  # fmt: skip
         nn.init.normal_(self.head[-1].weight, std=0.01)
+        self.word_weight = nn.Linear(cfg.d_model, 1)
+        nn.init.zeros_(self.word_weight.weight)
+        nn.init.zeros_(self.word_weight.bias)
 
     def forward(self, features, prompt_tokens, prompt_mask, valid=None) -> torch.Tensor:
-        """features (B, N, d_feature + N_EXTRA) from ``candidate_features``, prompt_tokens (B, L, d_prompt),
+        """features (B, N, d_feature + N_EXTRA + L) from ``candidate_features``, prompt_tokens (B, L, d_prompt),
         prompt_mask (B, L) bool (True on real tokens), valid (B, N) bool or None -> logits (B, N), -inf where invalid."""
-        feats, extras = features[..., : self.cfg.d_feature], features[..., self.cfg.d_feature :]
+        d, length = self.cfg.d_feature + N_EXTRA, prompt_tokens.shape[1]
+        if features.shape[-1] != d + length:
+            raise ValueError(f"candidate features are {features.shape[-1]} wide; this policy needs d_feature + N_EXTRA + "
+                             f"prompt length = {d} + {length}: build them with candidate_features")  # fmt: skip
+        feats, extras, overlap = features[..., : self.cfg.d_feature], features[..., self.cfg.d_feature : d], features[..., d:]
         h = self.token_in(torch.cat([self.norm_feat(feats), extras], -1))  # (B, N, d_model)
         p = self.prompt_in(prompt_tokens)  # (B, L, d_model)
         attended, _ = self.cross(h, p, p, key_padding_mask=~prompt_mask.bool(), need_weights=False)
-        logits = self.head(h + attended).squeeze(-1) / self.cfg.temperature  # (B, N)
+        word = self.word_weight(p).squeeze(-1).masked_fill(~prompt_mask.bool(), 0.0)  # (B, L)
+        logits = (self.head(h + attended).squeeze(-1) + (overlap * word[:, None, :]).sum(-1)) / self.cfg.temperature  # (B, N)
         return logits if valid is None else logits.masked_fill(~valid, float("-inf"))
 
     sample = staticmethod(gumbel_top_k)
@@ -185,12 +211,13 @@ class SelectionPolicy(nn.Module):
 
 
 def generator_prompt_embedder(model) -> PromptEmbedder:
-    """The generator's own prompt embedding (``Generator.encode_text``): its tokens and mask."""
+    """The generator's own prompt embedding (``Generator.encode_text``): its tokens, mask and word ids."""
 
     @torch.no_grad()
     def embed(prompts: list) -> tuple:
         text = model.encode_text(list(prompts))
-        return text.tokens, text.mask
+        ids, _ = model.text.tokenizer(list(prompts), model.text.max_len)
+        return text.tokens, text.mask, ids.to(text.tokens.device)
 
     return embed
 
@@ -200,7 +227,7 @@ class SelectionStep:
     """What the policy saw and did at one scene change, for a batch of B videos (CPU, fp32)."""
 
     scene: int
-    features: torch.Tensor  # (B, N, d_feature + N_EXTRA) float32 candidate inputs the policy saw
+    features: torch.Tensor  # (B, N, d_feature + N_EXTRA + L) float32 candidate inputs the policy saw
     prompt_tokens: torch.Tensor  # (B, L, d_prompt) float32
     prompt_mask: torch.Tensor  # (B, L) bool
     chosen: torch.Tensor  # (B, K) int64, -1 for an empty slot
@@ -236,8 +263,11 @@ class LearnedStrategy(ContextStrategy):
             return np.full((b, k), -1, np.int64)
         param = next(self.policy.parameters())
         now = state.scene * state.frames_per_scene
-        feats = candidate_features(state.features.to(param.device), state.pool_frames, state.pool_tokens, now)
-        tokens, mask = self.embed_prompts(state.prompts)
+        tokens, mask, ids = self.embed_prompts(state.prompts)
+        _, past_mask, past_ids = self.embed_prompts([s.prompt(i) for s in state.stories for i in range(state.scene)])
+        overlap = word_overlap(ids, mask, past_ids.reshape(b, state.scene, -1), past_mask.reshape(b, state.scene, -1),
+                               state.pool_frames // state.frames_per_scene)  # fmt: skip
+        feats = candidate_features(state.features.to(param.device), state.pool_frames, state.pool_tokens, now, overlap)
         tokens, mask = tokens.to(param.device).float(), mask.to(param.device).bool()
         logits = self.policy(feats.to(param.dtype), tokens.to(param.dtype), mask)  # records stay fp32
         chosen = top_k(logits, k) if self.greedy else self._sample(logits, k)

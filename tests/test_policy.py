@@ -21,6 +21,7 @@ from inflvg.policy import (
     plackett_luce_log_prob,
     save_policy,
     top_k,
+    word_overlap,
 )
 from inflvg.rollout import collate_transitions
 from inflvg.world import sample_story
@@ -89,6 +90,11 @@ def test_log_prob_and_entropy_are_fp32_with_bf16_logits():
     assert h.dtype == torch.float32 and torch.allclose(h, -(p * p.log()).sum(-1), atol=1e-5)
 
 
+def random_features(b: int, n: int, d: int, length: int, g: torch.Generator | None = None) -> torch.Tensor:
+    """(B, N, d + N_EXTRA + L): random encoder features and extras, random 0/1 word overlaps."""
+    return torch.cat([torch.randn(b, n, d + N_EXTRA, generator=g), torch.randint(0, 2, (b, n, length), generator=g).float()], -1)
+
+
 def small_policy(d: int = 32) -> SelectionPolicy:
     torch.manual_seed(0)
     return SelectionPolicy(PolicyConfig(d_feature=d, d_prompt=d, d_model=16, n_heads=2, hidden=32))
@@ -96,7 +102,7 @@ def small_policy(d: int = 32) -> SelectionPolicy:
 
 def test_gradients_reach_every_parameter():
     policy = small_policy()
-    feats, prompt = torch.randn(2, 7, 32 + N_EXTRA), torch.randn(2, 5, 32)
+    feats, prompt = random_features(2, 7, 32, 5), torch.randn(2, 5, 32)
     mask, valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     logits = policy(feats, prompt, mask, valid)
     assert torch.isinf(logits[1, 4:]).all() and torch.isfinite(logits[1, :4]).all()
@@ -148,11 +154,13 @@ def test_per_video_seeds_draw_each_row_as_a_batch_of_one_would():
     g = torch.Generator().manual_seed(5)
     feats = torch.randn(1, 12, 32, generator=g).expand(3, -1, -1)  # three copies of one pool
     prompt = torch.randn(1, 4, 32, generator=g)
-    embed = lambda prompts: (prompt.expand(len(prompts), -1, -1), torch.ones(len(prompts), 4, dtype=torch.bool))
+    ids = torch.tensor([[3, 5, 7, 9]])
+    embed = lambda prompts: (prompt.expand(len(prompts), -1, -1), torch.ones(len(prompts), 4, dtype=torch.bool), ids.expand(len(prompts), -1))
+    story = sample_story(0, "heldout", 3, 4)
 
     def state(b: int) -> SelectionState:
         return SelectionState(
-            scene=2, stories=[None] * b, frames_per_scene=2, budget_k=3, pool_frames=np.repeat(np.arange(3), 4),
+            scene=2, stories=[story] * b, frames_per_scene=2, budget_k=3, pool_frames=np.repeat(np.arange(3), 4),
             pool_tokens=np.tile(np.arange(4), 3), features=feats[:b], frames=None, prompts=["p"] * b, rng=None,
         )  # fmt: skip
 
@@ -169,7 +177,7 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
 
     policy = small_policy()
     g = torch.Generator().manual_seed(3)
-    feats, prompt = torch.randn(1, 6, 32 + N_EXTRA, generator=g), torch.randn(1, 4, 32, generator=g)
+    feats, prompt = random_features(1, 6, 32, 4, g), torch.randn(1, 4, 32, generator=g)
     mask = torch.ones(1, 4, dtype=torch.bool)
     with torch.no_grad():
         logits = policy(feats, prompt, mask)
@@ -194,3 +202,49 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     with torch.no_grad():
         after = policy.log_prob(policy(feats, prompt, mask), chosen[0])
     assert after.item() > batch.logp_old[0].item() + 0.05
+
+
+def test_word_overlap_marks_the_current_words_each_candidates_scene_prompt_contained():
+    now_ids, now_mask = torch.tensor([[4, 7, 9, 0]]), torch.tensor([[True, True, True, False]])  # 0 is padding
+    past_ids = torch.tensor([[[7, 2, 0], [9, 4, 7]]])  # scene 0 "7 2", scene 1 "9 4 7" (0: padding)
+    past_mask = torch.tensor([[[True, True, False], [True, True, True]]])
+    got = word_overlap(now_ids, now_mask, past_ids, past_mask, np.array([1, 0, 0, 1]))
+    scene0, scene1 = [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]  # the padded word never matches
+    assert got.tolist() == [[scene1, scene0, scene0, scene1]]
+
+
+def naming_task(n: int, g: torch.Generator, d: int = 16):
+    """Rows of a prompt "name action background" and four candidates, one per earlier scene:
+    the target's scene named the same character; a decoy's scene shared the background and
+    often the action. Word embeddings come from one fixed table, as in a real text encoder."""
+    table = torch.randn(20, d, generator=torch.Generator().manual_seed(99))  # ids 0-3 names, 4-9 backgrounds, 10-19 actions
+    name, bg, act = torch.randint(4, (n,), generator=g), torch.randint(4, 10, (n,), generator=g), torch.randint(10, 20, (n,), generator=g)
+    now = torch.stack([name, act, bg], 1)  # (n, 3)
+    other = lambda: (name + torch.randint(1, 4, (n,), generator=g)) % 4  # noqa: E731 - another character
+    scenes = torch.stack([
+        torch.stack([name, torch.randint(10, 20, (n,), generator=g), (bg - 4 + torch.randint(1, 6, (n,), generator=g)) % 6 + 4], 1),
+        torch.stack([other(), act, bg], 1),
+        torch.stack([other(), torch.randint(10, 20, (n,), generator=g), bg], 1),
+        torch.stack([other(), torch.randint(10, 20, (n,), generator=g), torch.randint(4, 10, (n,), generator=g)], 1),
+    ], 1)  # fmt: skip  # (n, 4 scenes, 3)
+    order = torch.argsort(torch.rand(n, 4, generator=g), -1)  # candidate c comes from scene order[:, c]
+    mask = torch.ones(n, 3, dtype=torch.bool)
+    overlap = torch.cat([word_overlap(now[i : i + 1], mask[:1], scenes[i : i + 1], torch.ones(1, 4, 3, dtype=torch.bool), order[i].numpy()) for i in range(n)])
+    feats = torch.cat([torch.randn(n, 4, d + N_EXTRA, generator=g), overlap], -1)
+    return feats, table[now], mask, torch.argmin(order, -1)  # the target: the candidate from scene 0
+
+
+def test_the_policy_learns_which_shared_prompt_word_names_the_subject():
+    policy = SelectionPolicy(PolicyConfig(d_feature=16, d_prompt=16, d_model=16, n_heads=2, hidden=32))
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    for _ in range(60):
+        feats, prompt, mask, target = naming_task(64, g)
+        loss = -policy.log_prob(policy(feats, prompt, mask), target[:, None]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    feats, prompt, mask, target = naming_task(400, g)
+    with torch.no_grad():
+        picked = policy.greedy(policy(feats, prompt, mask), 1)[:, 0]
+    assert (picked == target).float().mean() > 0.95  # chance 1/4; "most shared words" picks the decoy
