@@ -111,7 +111,7 @@ def test_health_and_models(server):
     assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
     models = requests.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()
     assert models["policy"] == model_uri and models["default_strategy"] == "learned"
-    assert {s["name"] for s in models["strategies"] if s["available"]} == {"learned", "full", "window", "sink_window", "far", "random", "oracle"}
+    assert {s["name"] for s in models["strategies"] if s["available"]} == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
     assert models["limits"]["max_scenes"] == 3 and models["generator"]["frame_size"] == 32
 
 
