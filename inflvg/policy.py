@@ -163,7 +163,7 @@ def plackett_luce_entropy(logits, chosen, valid=None) -> torch.Tensor:
 
 
 class SelectionPolicy(nn.Module):
-    """Scores candidates: (features (B, N, d_feature + N_EXTRA), prompt) -> logits (B, N), -inf on padding.
+    """Scores candidates: (features (B, N, d_feature + N_EXTRA + L), prompt) -> logits (B, N), -inf on padding.
 
     tokens -> LayerNorm + linear; cross-attention from tokens (queries) to prompt tokens (keys/
     values, masked); residual; MLP head. A second term adds, for every word of the current prompt
