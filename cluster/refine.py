@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from inflvg.generator.sample import generate
-from inflvg.policy import LearnedStrategy, PolicyConfig, SelectionPolicy, generator_prompt_embedder
+from inflvg.policy import LearnedStrategy, PolicyConfig, PromptEmbedder, SelectionPolicy
 from inflvg.rollout import collate_transitions
 from inflvg.world.story import Story
 from learner.grpo import SCALES, grpo_loss, per_transition_credit
@@ -70,7 +70,7 @@ class Refiner:
     def __init__(self, model, world, ctx, cfg: RefineConfig | None = None):
         self.model, self.world, self.ctx = model, world, ctx
         self.cfg = cfg or RefineConfig()
-        self.embed = generator_prompt_embedder(model)
+        self.embed = PromptEmbedder(model)
         self.weights = {fam: w for fam, w in self.cfg.rewards.weights if w > 0}
         self.scorers = {fam: ACTORS[fam](getattr(self.cfg.rewards, fam)).scorer for fam in self.weights}
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ from .rollout import Transition
 
 N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
 
-PromptEmbedder = Callable[[list], tuple]  # prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool, ids (B, L) int64)
 
 
 @dataclass(frozen=True)
@@ -210,16 +208,26 @@ class SelectionPolicy(nn.Module):
     entropy_estimate = staticmethod(plackett_luce_entropy)
 
 
-def generator_prompt_embedder(model) -> PromptEmbedder:
-    """The generator's own prompt embedding (``Generator.encode_text``): its tokens, mask and word ids."""
+class PromptEmbedder:
+    """The generator's own prompt embedding (``Generator.encode_text``) and word ids.
+
+    Calling it embeds the current prompts; ``word_ids`` only tokenizes, which is all the earlier
+    scenes' prompts need (their shared words), so a scene change runs the text encoder over B
+    prompts, not over every prompt so far."""
+
+    def __init__(self, model):
+        self.model = model
 
     @torch.no_grad()
-    def embed(prompts: list) -> tuple:
-        text = model.encode_text(list(prompts))
-        ids, _ = model.text.tokenizer(list(prompts), model.text.max_len)
+    def __call__(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool, ids (B, L) int64)."""
+        text = self.model.encode_text(list(prompts))
+        ids, _ = self.word_ids(prompts)
         return text.tokens, text.mask, ids.to(text.tokens.device)
 
-    return embed
+    def word_ids(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompts (B,) -> (ids (B, L) int64, mask (B, L) bool), the generator tokenizer's."""
+        return self.model.text.tokenizer(list(prompts), self.model.text.max_len)
 
 
 @dataclass
@@ -264,7 +272,8 @@ class LearnedStrategy(ContextStrategy):
         param = next(self.policy.parameters())
         now = state.scene * state.frames_per_scene
         tokens, mask, ids = self.embed_prompts(state.prompts)
-        _, past_mask, past_ids = self.embed_prompts([s.prompt(i) for s in state.stories for i in range(state.scene)])
+        past_ids, past_mask = self.embed_prompts.word_ids([s.prompt(i) for s in state.stories for i in range(state.scene)])
+        past_ids, past_mask = past_ids.to(ids.device), past_mask.to(ids.device)
         overlap = word_overlap(ids, mask, past_ids.reshape(b, state.scene, -1), past_mask.reshape(b, state.scene, -1),
                                state.pool_frames // state.frames_per_scene)  # fmt: skip
         feats = candidate_features(state.features.to(param.device), state.pool_frames, state.pool_tokens, now, overlap)

@@ -27,7 +27,7 @@ import torch
 
 from inflvg.generator.sample import GenerationResult, generate
 from inflvg.generator.weights import load_generator
-from inflvg.policy import LearnedStrategy, PolicyConfig, SelectionPolicy, generator_prompt_embedder
+from inflvg.policy import LearnedStrategy, PolicyConfig, PromptEmbedder, SelectionPolicy
 from inflvg.rollout import Rollout
 
 from .config import RolloutConfig
@@ -75,7 +75,7 @@ class RolloutWorker:
                 f"({policy_cfg.d_feature}, {policy_cfg.d_prompt}); build PolicyConfig(d_feature={d}, d_prompt={d}, ...)"
             )
         self.policy = SelectionPolicy(policy_cfg).to(self.device).eval().requires_grad_(False)
-        self.embed = generator_prompt_embedder(self.model)
+        self.embed = PromptEmbedder(self.model)
         self._version = -1
 
     def set_weights(self, version: int, state_dict: dict) -> bool:

@@ -25,7 +25,7 @@ from ray import serve
 from inflvg.context import make_strategy
 from inflvg.generator.sample import GenerationResult, generate
 from inflvg.generator.weights import load_generator
-from inflvg.policy import LearnedStrategy, SelectionPolicy, generator_prompt_embedder, load_policy
+from inflvg.policy import LearnedStrategy, PromptEmbedder, SelectionPolicy, load_policy
 
 from .config import ServeConfig
 from .jobs import Job
@@ -123,7 +123,7 @@ class VideoGenerator:
         self.cfg = cfg
         self.model, self.world, self.ctx, _ = load_generator(cfg.generator, cfg.device)
         self.policy = load_serving_policy(cfg, self.model.cfg.d_model)
-        self.embed = generator_prompt_embedder(self.model)
+        self.embed = PromptEmbedder(self.model)
         self.refiner_class, self.refiners = None, {}
         # one worker thread: batches run one after another, and the event loop stays free to
         # collect the next batch and answer health checks meanwhile

@@ -13,8 +13,8 @@ from inflvg.policy import (
     N_EXTRA,
     LearnedStrategy,
     PolicyConfig,
+    PromptEmbedder,
     SelectionPolicy,
-    generator_prompt_embedder,
     gumbel_top_k,
     load_policy,
     plackett_luce_entropy,
@@ -130,7 +130,7 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
     model, world, ctx = tiny
     stories = [sample_story(i, "heldout", 3, world.cast_size) for i in range(2)]
     policy = small_policy(model.cfg.d_model)
-    strategy = LearnedStrategy(policy, generator_prompt_embedder(model), seed=7)
+    strategy = LearnedStrategy(policy, PromptEmbedder(model), seed=7)
     res = generate(model, stories, world, ctx, strategy, seed=3)
     assert [st.scene for st in strategy.transitions] == [1, 2]  # scene 0 has an empty pool: no action
     for st, sel in zip(strategy.transitions, res.selections[1:]):
@@ -142,7 +142,7 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
     logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
     logp = policy.log_prob(logits, batch.chosen, batch.valid)
     assert torch.allclose(logp, batch.logp_old, atol=1e-4)
-    greedy = LearnedStrategy(policy, generator_prompt_embedder(model), greedy=True, record=False)
+    greedy = LearnedStrategy(policy, PromptEmbedder(model), greedy=True, record=False)
     a, b = (generate(model, stories, world, ctx, greedy, seed=3).selections for _ in range(2))
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and greedy.transitions == []
 
@@ -155,7 +155,15 @@ def test_per_video_seeds_draw_each_row_as_a_batch_of_one_would():
     feats = torch.randn(1, 12, 32, generator=g).expand(3, -1, -1)  # three copies of one pool
     prompt = torch.randn(1, 4, 32, generator=g)
     ids = torch.tensor([[3, 5, 7, 9]])
-    embed = lambda prompts: (prompt.expand(len(prompts), -1, -1), torch.ones(len(prompts), 4, dtype=torch.bool), ids.expand(len(prompts), -1))
+
+    class FixedPrompts:  # every prompt embeds to the same tokens and word ids
+        def __call__(self, prompts):
+            return (prompt.expand(len(prompts), -1, -1), *self.word_ids(prompts)[::-1])
+
+        def word_ids(self, prompts):
+            return ids.expand(len(prompts), -1), torch.ones(len(prompts), 4, dtype=torch.bool)
+
+    embed = FixedPrompts()
     story = sample_story(0, "heldout", 3, 4)
 
     def state(b: int) -> SelectionState:

@@ -37,9 +37,9 @@ class Job:
 def make(name: str, job: Job, model):
     if name != "learned":
         return make_strategy(name)
-    from ..policy import LearnedStrategy, generator_prompt_embedder, load_policy
+    from ..policy import LearnedStrategy, PromptEmbedder, load_policy
 
-    return LearnedStrategy(load_policy(job.policy), generator_prompt_embedder(model), greedy=True, record=False)
+    return LearnedStrategy(load_policy(job.policy), PromptEmbedder(model), greedy=True, record=False)
 
 
 def run_one(name: str, job: Job) -> tuple[dict[str, np.ndarray], dict]:
