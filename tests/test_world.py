@@ -45,6 +45,15 @@ def test_consecutive_scenes_have_different_subjects(split):
         assert all(a != b for a, b in zip(chars, chars[1:]))
 
 
+@pytest.mark.parametrize("split", SPLITS)
+def test_the_opening_character_held_by_the_sink_never_returns(split):
+    for seed in SEEDS:
+        chars = [sc.character for sc in sample_story(seed, split, 16, 4).scenes]
+        assert chars[0] == 0 and 0 not in chars[1:]
+        assert set(chars[1:]) == {1, 2, 3}  # the rest of the cast still comes and goes
+    assert [sc.character for sc in sample_story(0, "train", 5, 2).scenes] == [0, 1, 0, 1, 0]  # no one else to follow
+
+
 def test_first_scene_of_a_character_is_explicit_and_later_ones_referential():
     for seed in SEEDS:
         story = sample_story(seed, "train", 8, 4)

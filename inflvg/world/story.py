@@ -92,11 +92,16 @@ def sample_cast(rng: np.random.Generator, split: Split, size: int) -> tuple[Iden
 
 
 def sample_character_order(rng: np.random.Generator, n_scenes: int, cast_size: int) -> list[int]:
-    """Scene subjects: never the previous scene's; new characters are introduced in letter order."""
+    """Scene subjects: never the previous scene's; new characters are introduced in letter order.
+
+    The opening character returns only when nothing else can follow: its first frame is the
+    attention sink, which every context strategy keeps, so its returns would test no selection."""
     order = [0]
     introduced = 1
     for _ in range(1, n_scenes):
-        returning = [c for c in range(introduced) if c != order[-1]]
+        returning = [c for c in range(1, introduced) if c != order[-1]]
+        if not returning and introduced == cast_size:
+            returning = [c for c in range(introduced) if c != order[-1]]
         if introduced < cast_size and (not returning or rng.random() < 0.5):
             order.append(introduced)
             introduced += 1
