@@ -79,10 +79,10 @@ def generate_all(stories: list[Story], seed: int, batch: int = 16) -> tuple[dict
     return out, world.frames_per_scene
 
 
-def calibrate(split: str, seed: int, n_sets: int) -> dict:
+def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -> dict:
     stories = [sample_story(seed + i, split, 8, 4) for i in range(n_sets)]
     videos, fps = generate_all(stories, seed)
-    align, ident, art = AlignmentScorer(), IdentityScorer(), ArtifactScorer()
+    align, ident, art = AlignmentScorer(), IdentityScorer(identity), ArtifactScorer()
     weights = dict(RewardConfig().weights)
     rng = np.random.default_rng(seed)
     a_model, a_reader, i_model, i_reader, mean_reward = [], [], [], [], {s: [] for s in STRATEGIES}
@@ -116,10 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--split", choices=SPLITS, default="heldout")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt-sets", type=int, default=48)
+    ap.add_argument("--identity", help="identity recognition model (ONNX file or model-pack folder; default: the shipped one)")
     ap.add_argument("--out", default="results/calibration.json")
     args = ap.parse_args(argv)
     start = time.time()
-    report = calibrate(args.split, args.seed, args.prompt_sets)
+    report = calibrate(args.split, args.seed, args.prompt_sets, args.identity)
     report["seconds"] = round(time.time() - start)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

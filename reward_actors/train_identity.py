@@ -1,12 +1,14 @@
 """Train the StoryWorld identity network (ArcFace) and export it as an insightface recognition model.
 
-    python -m reward_actors.train_identity --minutes 8 --out reward_actors/weights/identity_storyworld.onnx
+    python -m reward_actors.train_identity --steps 1500 --threads 2 --out reward_actors/weights/identity_storyworld.onnx
     python -m reward_actors.train_identity --evaluate reward_actors/weights/identity_storyworld.onnx
 
 Classes are all training-split identities (what ``sample_identity(rng, "train")`` draws from).
-Each sample renders a character on a random background at a random position, imitates a
+A rendered sample puts a character on a random background at a random position, imitates a
 generator's output (colour jitter, blur, noise), and is cropped by the same detector the reward
-uses. The loss is ArcFace's additive angular margin (Deng et al. 2019, eq. 3), plus an optional
+uses. By default three quarters of each batch are crops of the shipped generator's own
+training-split videos, labelled with the identity the world readers read in their scene
+(``identity_data.py``). The loss is ArcFace's additive angular margin (Deng et al. 2019, eq. 3), plus an optional
 linear read-out of the five attributes from the embedding, which makes cosine similarity grade
 with the number of shared attributes. The ONNX input is (N, 3, 112, 112) RGB in [-1, 1], what
 ``insightface.model_zoo.get_model`` routes to ``ArcFaceONNX`` (square, >= 112, mean/std 127.5).
@@ -36,6 +38,7 @@ from inflvg.world.story import render_story, sample_story, split_of
 from inflvg.world.vocab import ACTION_NAMES, BACKGROUND_NAMES, COLOUR_NAMES, PATTERNS, SHAPES, SIZE_NAMES
 
 from .detector import StoryWorldDetector
+from .identity_data import GeneratedCrops, generated_crops
 from .types import SceneBatch
 
 INPUT_SIZE = 112
@@ -80,15 +83,22 @@ def to_input(crops: list[np.ndarray]) -> torch.Tensor:
     return (torch.from_numpy(x).permute(0, 3, 1, 2).float() - 127.5) / 127.5
 
 
-def make_batch(classes: list[Identity], n: int, rng: np.random.Generator, detector: StoryWorldDetector) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (x (n, 3, 112, 112), labels (n,)) of freshly rendered, imitated, detected crops."""
-    labels = rng.integers(len(classes), size=n)
+def make_batch(classes: list[Identity], n: int, rng: np.random.Generator, detector: StoryWorldDetector,
+               generated: GeneratedCrops | None = None, generated_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """-> (x (n, 3, 112, 112), labels (n,)): freshly rendered, imitated, detected crops, and a
+    ``generated_fraction`` of the batch drawn from the generator's own labelled crops."""
+    n_gen = 0 if generated is None else int(round(generated_fraction * n))
+    labels = rng.integers(len(classes), size=n - n_gen)
     crops = []
     for k in labels:
         frame, mask = render_frame(classes[k], rng)
         frame, (ys, xs) = imitate_generator(frame, rng), np.nonzero(mask)
         box = detector.bbox(frame) or (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)  # true box if augmentation hid it
         crops.append(detector.crop_box(frame, box))
+    if n_gen:
+        pick = rng.integers(len(generated.labels), size=n_gen)
+        crops += [generated.crops[i] for i in pick]
+        labels = np.concatenate([labels, generated.labels[pick]])
     return to_input(crops), torch.from_numpy(labels)
 
 
@@ -146,8 +156,10 @@ def export_onnx(model: IdentityNet, out: Path) -> None:
         )
 
 
-def train(minutes: float, steps: int | None, seed: int, batch: int, attr_weight: float, lr: float, margin: float = 0.3) -> IdentityNet:
-    """Train for ``steps`` (or as many as fit in ``minutes``, measured on the first 10); cosine lr."""
+def train(minutes: float, steps: int | None, seed: int, batch: int, attr_weight: float, lr: float, margin: float = 0.3,
+          generated: GeneratedCrops | None = None, generated_fraction: float = 0.75) -> IdentityNet:  # fmt: skip
+    """Train for ``steps`` (or as many as fit in ``minutes``, measured on the first 10); cosine lr.
+    ``generated``: the generator's own labelled crops, a ``generated_fraction`` of every batch."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     classes, detector = identities("train"), StoryWorldDetector()
@@ -163,7 +175,7 @@ def train(minutes: float, steps: int | None, seed: int, batch: int, attr_weight:
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * min(step / total, 1.0))) if step >= 10 else lr * (step + 1) / 10
         arc.margin = margin * min(1.0, step / (0.2 * total))  # from-scratch ArcFace converges with the margin ramped in
-        x, y = make_batch(classes, batch, rng, detector)
+        x, y = make_batch(classes, batch, rng, detector, generated, generated_fraction)
         emb = model(x)
         loss = arc(emb, y)
         aux = sum(F.cross_entropy(head(emb), attrs[y, i]) for i, head in enumerate(readout)) / 5
@@ -282,13 +294,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--attr-weight", type=float, default=0.5, help="weight of the attribute read-out loss (0: pure ArcFace)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--generated-videos", type=int, default=768, help="training-split videos the shipped generator makes for the generator-crop share of each batch (0: renders only)")
+    ap.add_argument("--generated-fraction", type=float, default=0.75, help="share of each batch taken from the generator's crops")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "weights" / "identity_storyworld.onnx")
     ap.add_argument("--evaluate", type=Path, default=None, help="only evaluate this ONNX on held-out identities")
     ap.add_argument("--json", type=Path, default=None, help="also write the held-out figures to this file")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     if args.evaluate is None:
-        export_onnx(train(args.minutes, args.steps, args.seed, args.batch, args.attr_weight, args.lr), args.out)
+        generated = None
+        if args.generated_videos > 0:
+            generated = generated_crops(args.generated_videos, identities("train"), seed=args.seed)
+            print(f"generator crops: {len(generated.labels)} from {generated.kept_scenes} scenes ({generated.skipped_scenes} scenes skipped)")
+        model = train(args.minutes, args.steps, args.seed, args.batch, args.attr_weight, args.lr, generated=generated, generated_fraction=args.generated_fraction)
+        export_onnx(model, args.out)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     figures = report(args.evaluate or args.out, seed=args.seed)
     if args.json is not None:

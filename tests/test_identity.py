@@ -189,3 +189,20 @@ def test_arcface_loss_matches_a_hand_computation():
     target = np.cos(np.arccos(0.6) + 0.5)  # the margin is added to the own class's angle
     expected = -np.log(np.exp(10 * target) / (np.exp(10 * target) + np.exp(10 * 0.8)))
     assert arc(emb, torch.tensor([0])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_generator_crops_are_labelled_by_the_readers_and_held_out_identities_left_out():
+    from reward_actors.detector import StoryWorldDetector
+    from reward_actors.identity_data import label_scenes
+    from reward_actors.train_identity import identities
+
+    world = WorldConfig(n_scenes=6, cast_size=3)
+    classes = identities("train")
+    index = {c: i for i, c in enumerate(classes)}
+    train, held = (sample_story(5, split, world.n_scenes, world.cast_size) for split in ("train", "heldout"))
+    frames = np.stack([render_story(s, world).frames for s in (train, held)])  # clean renders read exactly
+    crops, labels, kept, skipped = label_scenes([train, held], frames, world.frames_per_scene, index, StoryWorldDetector())
+    assert (kept, skipped) == (6, 6)  # every held-out scene is left out
+    expected = [index[train.cast[sc.character]] for sc in train.scenes for _ in range(world.frames_per_scene)]
+    assert labels == expected and len(crops) == len(labels)
+    assert all(c.dtype == np.uint8 and c.shape[0] == c.shape[1] for c in crops)
