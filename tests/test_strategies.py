@@ -30,17 +30,29 @@ def returning_scene(story) -> int:
     return next(i for i, sc in enumerate(story.scenes) if i > 2 and not sc.first_appearance)
 
 
-def test_oracle_takes_only_the_referenced_characters_tokens_newest_first():
-    st0, story, video = state_at(1)
-    st, _, _ = state_at(returning_scene(story))
+def scene_after_two_visits() -> tuple[int, int]:
+    """(seed, scene) of a held-out story whose subject already had two scenes of its own."""
+    for seed in range(200):
+        story = sample_story(seed, "heldout", 8, 4)
+        for i, sc in enumerate(story.scenes):
+            if sum(story.scenes[j].character == sc.character for j in range(i)) >= 2:
+                return seed, i
+    raise AssertionError("no such story in 200 seeds")
+
+
+def test_oracle_takes_only_the_referenced_characters_tokens_scene_openings_first():
+    seed, scene = scene_after_two_visits()
+    st, story, video = state_at(scene, seed=seed, k=64)
     sel = make_strategy("oracle").select(st)[0]
     chosen = sel[sel >= 0]
-    assert len(chosen) > 0
     frames, toks = st.pool_frames[chosen], st.pool_tokens[chosen]
     truth = subject_tokens(video.masks, 8)
-    subject = story.scenes[st.scene].character
-    assert all(video.character[f] == subject and truth[f, j] for f, j in zip(frames, toks))
-    assert (np.diff(frames) <= 0).all()  # newest frames first
+    subject = story.scenes[scene].character
+    assert len(chosen) > 0 and all(video.character[f] == subject and truth[f, j] for f, j in zip(frames, toks))
+    opens = frames % 4 == 0
+    n_open = int(opens.sum())
+    assert len(set(frames[:n_open])) == 2 and opens[:n_open].all() and not opens[n_open:].any()  # openings first
+    assert (np.diff(frames[:n_open]) <= 0).all() and (np.diff(frames[n_open:]) <= 0).all()  # each part newest first
 
 
 def test_far_takes_the_newest_tokens_and_random_distinct_ones():

@@ -51,7 +51,7 @@ def test_subject_tokens_and_oracle_mixture():
     shows = subject_tokens(video.masks, 8)
     assert shows.shape == (16, 16) and shows.any(1).all()
     pool = np.arange(1, 9)
-    picks = [sample_long(pool, shows[pool], 16, 8, np.random.default_rng(s)) for s in range(50)]
+    picks = [sample_long(pool, shows[pool], pool % 4 == 0, 16, 8, np.random.default_rng(s)) for s in range(50)]
     assert all(len(p) <= 8 and len(set(p)) == len(p) for p in picks)
     assert any(len(p) == 0 for p in picks) and any(len(p) == 8 for p in picks)
 
@@ -67,3 +67,25 @@ def test_learning_rate_warms_up_then_follows_the_cosine():
     assert math.isclose(learning_rate(tc, 50), 1e-3 * (0.1 + 0.9 * 0.5))  # half-way: cos(pi/2) = 0
     assert math.isclose(learning_rate(tc, 100), 1e-4) and math.isclose(learning_rate(tc, 400), 1e-4)
     assert learning_rate(tc, 30) > learning_rate(tc, 60) > learning_rate(tc, 90)
+
+
+def test_context_noise_is_per_frame_bounded_and_leaves_the_clean_frames_alone():
+    from inflvg.generator.train import noisy_context
+
+    torch.manual_seed(0)
+    clean = torch.zeros(3, 5, 32, 32, 3)
+    assert noisy_context(clean, 0.0) is clean
+    noisy = noisy_context(clean, 0.1)
+    assert torch.count_nonzero(clean) == 0 and noisy.shape == clean.shape
+    stds = noisy.std(dim=(2, 3, 4))  # (B, T): one noise level per frame
+    assert (stds > 0).all() and (stds < 0.11).all() and stds.max() - stds.min() > 0.02
+
+
+def test_training_oracle_order_matches_oracle_k():
+    from inflvg.generator.contexts import subject_first
+
+    pool = np.array([1, 2, 3, 4, 5, 8, 9])
+    shows = np.zeros((7, 16), bool)
+    shows[[0, 3, 5, 6], 5] = True  # frames 1, 4, 8, 9 show the subject
+    order = [f for f, _ in subject_first(pool, shows, pool % 4 == 0)]
+    assert order == [8, 4, 9, 1]  # scene openings newest first, then the rest newest first

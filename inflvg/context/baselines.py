@@ -85,8 +85,10 @@ class PromptMatch(ContextStrategy):
 
 
 class OracleK(ContextStrategy):
-    """The referenced character's tokens, newest first, from ground truth: which frames show it
-    (the story) and which of their tokens cover it (difference from the known background)."""
+    """The referenced character's tokens from ground truth: which frames show it (the story) and
+    which of their tokens cover it (difference from the known background). Frames that open one of
+    its scenes come first, since every scene starts the subject at the same place, so those tokens
+    line up with the frame being made; then its other frames, newest first."""
 
     name = "oracle"
 
@@ -95,16 +97,17 @@ class OracleK(ContextStrategy):
         return pad_selection(chosen, state.budget_k)
 
     def _subject_tokens(self, state: SelectionState, b: int) -> list[int]:
-        """Pool indices of tokens showing the scene's subject, newest frame first, at most K.
+        """Pool indices of tokens showing the scene's subject, in the order above, at most K.
 
-        Frames are examined newest first, a few at a time, so the cost does not grow with the video."""
+        Frames are examined in that order, a few at a time, so the cost barely grows with the video."""
         story, fps, size = state.stories[b], state.frames_per_scene, state.frames.shape[2]
         subject = story.scenes[state.scene].character
         n_tok = int(state.pool_tokens.max()) + 1 if state.pool_size else 1
         g = int(round(np.sqrt(n_tok)))
         side = size // g
-        newest_first = state.pool_frames[::n_tok][::-1]  # the pool holds whole frames in time order
-        candidates = [f for f in newest_first if story.scenes[f // fps].character == subject]
+        frames = state.pool_frames[::n_tok]  # the pool holds whole frames in time order
+        mine = [int(f) for f in frames if story.scenes[f // fps].character == subject]
+        candidates = sorted(mine, key=lambda f: (f % fps != 0, -f))  # scene openings first, then newest first
         picks: list[int] = []
         for chunk in range(0, len(candidates), fps):
             frames = np.asarray(candidates[chunk : chunk + fps])

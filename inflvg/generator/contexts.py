@@ -2,9 +2,9 @@
 in-distribution for whatever a strategy (or the learned policy) keeps.
 
 FINDINGS.md: a tiny generator ignores its memory unless recall from context is a large share of
-its training targets. So half of the targets are the first frame of a returning character's
+its training targets. So 40% of the targets are the first frame of a returning character's
 scene, and the long-term selection is drawn from a mixture in which the referenced character's
-tokens are often present, among distractors.
+tokens are often present, among distractors, in the order oracle-K keeps them.
 """
 
 from __future__ import annotations
@@ -37,37 +37,66 @@ def subject_tokens(masks: np.ndarray, long_side: int) -> np.ndarray:
     return counts >= CHARACTER_PIXELS
 
 
+TARGET_MIXTURE = {"return": 0.4, "first": 0.2, "any": 0.4}
+"""Shares of training targets: the first frame of a returning character's scene (recall from
+memory), the first frame of a first appearance (drawing from the description), any frame.
+A scene's later frames mostly copy the window, so they need the smallest share."""
+
+LONG_MIXTURE = {"subject": 0.55, "random": 0.2, "newest": 0.15, "none": 0.1}
+"""Shares of long-term selections: the target's subject's tokens among random distractors,
+K random tokens, the K newest, nothing."""
+
+
 def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Generator) -> list[int]:
     fps = world.frames_per_scene
     returns = [i * fps for i, sc in enumerate(story.scenes) if i > 0 and not sc.first_appearance]
+    firsts = [i * fps for i, sc in enumerate(story.scenes) if sc.first_appearance]
     total = len(story.scenes) * fps
-    return [
-        int(rng.choice(returns)) if returns and rng.random() < 0.5 else int(rng.integers(total))
-        for _ in range(n)
-    ]
+    out = []
+    for _ in range(n):
+        u = rng.random()
+        if returns and u < TARGET_MIXTURE["return"]:
+            out.append(int(rng.choice(returns)))
+        elif u < TARGET_MIXTURE["return"] + TARGET_MIXTURE["first"]:
+            out.append(int(rng.choice(firsts)))
+        else:
+            out.append(int(rng.integers(total)))
+    return out
+
+
+def subject_first(pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.ndarray) -> list[tuple[int, int]]:
+    """(frame, token) pairs of the tokens showing the subject, in oracle-K's order: frames that
+    open a scene first (the subject stands where every scene starts), then the rest, newest first.
+
+    pool_frames (P,); shows (P, n_long) bool; opens_scene (P,) bool."""
+    order = sorted(range(len(pool_frames)), key=lambda i: (not opens_scene[i], -int(pool_frames[i])))
+    return [(int(pool_frames[i]), int(j)) for i in order for j in np.flatnonzero(shows[i])]
 
 
 def sample_long(
-    pool_frames: np.ndarray, shows: np.ndarray, n_long: int, k: int, rng: np.random.Generator
+    pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.ndarray, n_long: int, k: int, rng: np.random.Generator
 ) -> list[tuple[int, int]]:
-    """Long-term selection from the pool: a mixture of oracle-with-distractors, random, newest, empty.
+    """Long-term selection from the pool, drawn from ``LONG_MIXTURE``.
 
-    pool_frames (P,) frame indices in the pool; shows (P, n_long) bool: token shows the subject.
+    pool_frames (P,) frame indices in the pool; shows (P, n_long) bool: token shows the subject;
+    opens_scene (P,) bool: the frame is its scene's first.
     """
     if len(pool_frames) == 0:
         return []
     all_tokens = [(int(f), j) for f in pool_frames[::-1] for j in range(n_long)]  # newest first
     u = rng.random()
-    if u < 0.45:
-        subject = [(int(f), int(j)) for i, f in enumerate(pool_frames[::-1]) for j in np.flatnonzero(shows[::-1][i])]
-        n_subject = min(len(subject), int(rng.integers(1, k + 1)))
+    if u < LONG_MIXTURE["subject"]:
+        subject = subject_first(pool_frames, shows, opens_scene)
+        least = k // 2 if rng.random() < 0.7 else 1  # mostly enough of the subject to redraw it
+        n_subject = min(len(subject), int(rng.integers(least, k + 1)))
         chosen = subject[:n_subject] if rng.random() < 0.7 else [subject[i] for i in rng.permutation(len(subject))[:n_subject]]
         rest = [tok for tok in all_tokens if tok not in set(chosen)]
         n_rest = min(len(rest), int(rng.integers(0, k - n_subject + 1)))
         return chosen + [rest[i] for i in rng.permutation(len(rest))[:n_rest]]
-    if u < 0.65:
+    u -= LONG_MIXTURE["subject"]
+    if u < LONG_MIXTURE["random"]:
         return [all_tokens[i] for i in rng.permutation(len(all_tokens))[:k]]
-    if u < 0.85:
+    if u < LONG_MIXTURE["random"] + LONG_MIXTURE["newest"]:
         return all_tokens[:k]
     return []
 
@@ -82,7 +111,7 @@ def target_context(
     pool = np.arange(ns, max(ns, scene_start - w))
     subject = video.character[t]
     shows = subject_tokens(video.masks[pool], long_side) & (video.character[pool] == subject)[:, None]
-    long = sample_long(pool, shows, n_long, ctx.budget_k, rng)
+    long = sample_long(pool, shows, pool % fps == 0, n_long, ctx.budget_k, rng)
     return TargetContext(
         t=t,
         sink=sink + [-1] * (ns - len(sink)),

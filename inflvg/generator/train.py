@@ -36,7 +36,7 @@ class TrainConfig:
     max_steps: int = 1_000_000
     videos_per_step: int = 4
     targets_per_video: int = 16
-    lr: float = 5e-4
+    lr: float = 2e-3
     warmup_steps: int = 200
     seed: int = 0
     threads: int = 2
@@ -46,6 +46,15 @@ class TrainConfig:
     """If positive, the learning rate falls along a cosine to ``final_lr_fraction`` of ``lr`` over
     this many steps of the run (then stays there); 0 keeps it constant after warm-up."""
     final_lr_fraction: float = 0.05
+    text_steps: int = 0
+    """The first steps train drawing from the description alone: the first frame of every
+    first-appearance scene, with an empty context. The full recipe then adds memory to a
+    generator that already draws what a prompt describes."""
+    text_videos_per_step: int = 16
+    """Stories per text step; each gives its cast's first-appearance frames (64 with 4 characters)."""
+    context_noise: float = 0.1
+    """Frames encoded as context get Gaussian noise of a std drawn per frame from [0, this] (in the
+    [-1, 1] pixel range), so the generator meets imperfect past frames, as its own are, in training."""
 
 
 def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contexts, vids) -> Context:
@@ -89,6 +98,7 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     scene_of = torch.tensor(np.stack([v.scene for v in videos]))  # (B, T)
     text = model.encode_text([p for s in stories for p in s.prompts()])
     text_row = lambda b, f: b * world.n_scenes + int(scene_of[b, f])  # noqa: E731
+    seen = noisy_context(frames, tc.context_noise)
     long_side = model.cfg.patch * model.cfg.merge
     vids, contexts = [], []
     for b, (story, video) in enumerate(zip(stories, videos)):
@@ -100,10 +110,10 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     full_row = {bf: i for i, bf in enumerate(needed)}
     nb, nf = torch.tensor([b for b, _ in needed]), torch.tensor([f for _, f in needed])
     rows = torch.tensor([text_row(b, f) for b, f in needed])
-    kv_full, _ = model.encode_frames(frames[nb, nf], nf, text.index(rows), long=False, t_freqs=t_freqs)
+    kv_full, _ = model.encode_frames(seen[nb, nf], nf, text.index(rows), long=False, t_freqs=t_freqs)
     all_t = torch.arange(n_frames).repeat(n_vid)
     all_rows = torch.tensor([text_row(b, f) for b in range(n_vid) for f in range(n_frames)])
-    kv_long, _ = model.encode_frames(frames.reshape(-1, *frames.shape[2:]), all_t, text.index(all_rows), long=True, t_freqs=t_freqs)
+    kv_long, _ = model.encode_frames(seen.reshape(-1, *seen.shape[2:]), all_t, text.index(all_rows), long=True, t_freqs=t_freqs)
     ctx = build_context(model, kv_full, full_row, kv_long, n_frames, contexts, vids)
     tb, tt = torch.tensor(vids), torch.tensor([c.t for c in contexts])
     x1 = frames[tb, tt]
@@ -113,8 +123,40 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     target_rows = torch.tensor([text_row(b, t) for b, t in zip(vids, tt.tolist())])
     clean = model.predict_clean(xs, s, tt, text.index(target_rows), ctx, t_freqs)
     masks = torch.as_tensor(np.stack([v.masks for v in videos]))[tb, tt]  # (M, H, W) subject pixels
+    return subject_weighted_mse(clean, x1, masks)
+
+
+def text_step(model, world: WorldConfig, tc: TrainConfig, seed: int) -> torch.Tensor:
+    """Loss of drawing the first frame of first-appearance scenes from their prompt, no context."""
+    stories = [sample_story(seed + i, "train", world.n_scenes, world.cast_size) for i in range(tc.text_videos_per_step)]
+    fps, prompts, frames, masks = world.frames_per_scene, [], [], []
+    for story in stories:
+        video = render_story(story, world)
+        for i, sc in enumerate(story.scenes):
+            if sc.first_appearance:
+                prompts.append(story.prompt(i))
+                frames.append(video.frames[i * fps])
+                masks.append(video.masks[i * fps])
+    x1 = to_unit(np.stack(frames))
+    s = flow_times(len(x1), model.cfg.denoise_steps)
+    xs = (1 - s)[:, None, None, None] * torch.randn_like(x1) + s[:, None, None, None] * x1
+    t = torch.zeros(len(x1))
+    clean = model.predict_clean(xs, s, t, model.encode_text(prompts), None, model.t_freqs(model.cfg.horizon_frames))
+    return subject_weighted_mse(clean, x1, torch.as_tensor(np.stack(masks)))
+
+
+def subject_weighted_mse(clean: torch.Tensor, x1: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """clean, x1 (M, H, W, 3); masks (M, H, W) bool subject pixels, weighted 1 + SUBJECT_WEIGHT."""
     weight = (1.0 + SUBJECT_WEIGHT * masks.float())[..., None]
     return (weight * (clean - x1) ** 2).mean() / weight.mean()
+
+
+def noisy_context(frames: torch.Tensor, max_std: float) -> torch.Tensor:
+    """(B, T, H, W, 3) clean frames -> copies with Gaussian noise of a per-frame std in [0, max_std]."""
+    if max_std <= 0:
+        return frames
+    std = torch.rand(frames.shape[:2]) * max_std
+    return frames + std[:, :, None, None, None] * torch.randn_like(frames)
 
 
 def learning_rate(tc: TrainConfig, run_step: int) -> float:
@@ -150,7 +192,8 @@ def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, 
     while step < tc.max_steps and time.time() - start < tc.minutes * 60:
         for g in opt.param_groups:
             g["lr"] = learning_rate(tc, step - first_step)
-        loss = train_step(model, world, ctx_cfg, tc, seed=1_000_000 + step * tc.videos_per_step, rng=rng)
+        seed = 1_000_000 + step * max(tc.videos_per_step, tc.text_videos_per_step)
+        loss = text_step(model, world, tc, seed) if step < tc.text_steps else train_step(model, world, ctx_cfg, tc, seed, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -179,11 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--decay-steps", type=int, default=0, help="cosine learning-rate decay over this many steps (0: constant)")
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--text-steps", type=int, default=TrainConfig.text_steps, help="first steps: drawing from the description alone")
+    ap.add_argument("--context-noise", type=float, default=TrainConfig.context_noise, help="max std of the noise on context frames")
     ap.add_argument("--out", default="inflvg/weights/generator.pt")
     ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
     args = ap.parse_args(argv)
     tc = TrainConfig(
-        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr, decay_steps=args.decay_steps
+        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr,
+        decay_steps=args.decay_steps, context_noise=args.context_noise, text_steps=args.text_steps,
     )
     meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out, init=args.init)
     print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
