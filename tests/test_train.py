@@ -89,3 +89,21 @@ def test_training_oracle_order_matches_oracle_k():
     shows[[0, 3, 5, 6], 5] = True  # frames 1, 4, 8, 9 show the subject
     order = [f for f, _ in subject_first(pool, shows, pool % 4 == 0)]
     assert order == [8, 4, 9, 1]  # scene openings newest first, then the rest newest first
+
+
+def test_mixture_shares_are_checked_and_steer_the_targets():
+    import pytest
+
+    from inflvg.generator.contexts import Mixture, choose_targets
+
+    with pytest.raises(ValueError, match="Mixture.targets"):
+        Mixture(targets=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="Mixture.long"):
+        Mixture(long=(1.0, 0.0, 0.0))
+    from inflvg.config import WorldConfig
+
+    world = WorldConfig()
+    story = sample_story(3, "train", world.n_scenes, world.cast_size)
+    returns = {i * 4 for i, sc in enumerate(story.scenes) if i > 0 and not sc.first_appearance}
+    only_returns = choose_targets(story, world, 40, np.random.default_rng(0), Mixture(targets=(1.0, 0.0, 0.0)))
+    assert set(only_returns) <= returns

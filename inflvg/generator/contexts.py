@@ -37,17 +37,26 @@ def subject_tokens(masks: np.ndarray, long_side: int) -> np.ndarray:
     return counts >= CHARACTER_PIXELS
 
 
-TARGET_MIXTURE = {"return": 0.4, "first": 0.2, "any": 0.4}
-"""Shares of training targets: the first frame of a returning character's scene (recall from
-memory), the first frame of a first appearance (drawing from the description), any frame.
-A scene's later frames mostly copy the window, so they need the smallest share."""
+@dataclass(frozen=True)
+class Mixture:
+    """Shares of what a training target is and of what its long-term selection holds."""
 
-LONG_MIXTURE = {"subject": 0.55, "random": 0.2, "newest": 0.15, "none": 0.1}
-"""Shares of long-term selections: the target's subject's tokens among random distractors,
-K random tokens, the K newest, nothing."""
+    targets: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    """The first frame of a returning character's scene (recall from memory), the first frame
+    of a first appearance (drawing from the description), any frame. A scene's later frames
+    mostly copy the window, so they need the smallest share."""
+    long: tuple[float, float, float, float] = (0.55, 0.2, 0.15, 0.1)
+    """The target's subject's tokens (in oracle-K's order) among random distractors, K random
+    tokens, the K newest, nothing."""
+
+    def __post_init__(self) -> None:
+        for name, n in (("targets", 3), ("long", 4)):
+            shares = getattr(self, name)
+            if len(shares) != n or min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+                raise ValueError(f"Mixture.{name} must be {n} non-negative shares summing to 1, got {shares!r}")
 
 
-def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Generator) -> list[int]:
+def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Generator, mix: Mixture = Mixture()) -> list[int]:
     fps = world.frames_per_scene
     returns = [i * fps for i, sc in enumerate(story.scenes) if i > 0 and not sc.first_appearance]
     firsts = [i * fps for i, sc in enumerate(story.scenes) if sc.first_appearance]
@@ -55,9 +64,9 @@ def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Gene
     out = []
     for _ in range(n):
         u = rng.random()
-        if returns and u < TARGET_MIXTURE["return"]:
+        if returns and u < mix.targets[0]:
             out.append(int(rng.choice(returns)))
-        elif u < TARGET_MIXTURE["return"] + TARGET_MIXTURE["first"]:
+        elif u < mix.targets[0] + mix.targets[1]:
             out.append(int(rng.choice(firsts)))
         else:
             out.append(int(rng.integers(total)))
@@ -74,9 +83,10 @@ def subject_first(pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.nd
 
 
 def sample_long(
-    pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.ndarray, n_long: int, k: int, rng: np.random.Generator
+    pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.ndarray, n_long: int, k: int, rng: np.random.Generator,
+    shares: tuple[float, float, float, float] = Mixture.long,
 ) -> list[tuple[int, int]]:
-    """Long-term selection from the pool, drawn from ``LONG_MIXTURE``.
+    """Long-term selection from the pool, drawn from ``shares`` (``Mixture.long``).
 
     pool_frames (P,) frame indices in the pool; shows (P, n_long) bool: token shows the subject;
     opens_scene (P,) bool: the frame is its scene's first.
@@ -85,7 +95,7 @@ def sample_long(
         return []
     all_tokens = [(int(f), j) for f in pool_frames[::-1] for j in range(n_long)]  # newest first
     u = rng.random()
-    if u < LONG_MIXTURE["subject"]:
+    if u < shares[0]:
         subject = subject_first(pool_frames, shows, opens_scene)
         least = k // 2 if rng.random() < 0.7 else 1  # mostly enough of the subject to redraw it
         n_subject = min(len(subject), int(rng.integers(least, k + 1)))
@@ -93,16 +103,17 @@ def sample_long(
         rest = [tok for tok in all_tokens if tok not in set(chosen)]
         n_rest = min(len(rest), int(rng.integers(0, k - n_subject + 1)))
         return chosen + [rest[i] for i in rng.permutation(len(rest))[:n_rest]]
-    u -= LONG_MIXTURE["subject"]
-    if u < LONG_MIXTURE["random"]:
+    u -= shares[0]
+    if u < shares[1]:
         return [all_tokens[i] for i in rng.permutation(len(all_tokens))[:k]]
-    if u < LONG_MIXTURE["random"] + LONG_MIXTURE["newest"]:
+    if u < shares[1] + shares[2]:
         return all_tokens[:k]
     return []
 
 
 def target_context(
-    t: int, video: Video, world: WorldConfig, ctx: ContextConfig, n_long: int, long_side: int, rng: np.random.Generator
+    t: int, video: Video, world: WorldConfig, ctx: ContextConfig, n_long: int, long_side: int, rng: np.random.Generator,
+    mix: Mixture = Mixture(),
 ) -> TargetContext:
     fps, w, ns = world.frames_per_scene, ctx.window_frames, ctx.sink_frames
     scene_start = (t // fps) * fps
@@ -111,7 +122,7 @@ def target_context(
     pool = np.arange(ns, max(ns, scene_start - w))
     subject = video.character[t]
     shows = subject_tokens(video.masks[pool], long_side) & (video.character[pool] == subject)[:, None]
-    long = sample_long(pool, shows, pool % fps == 0, n_long, ctx.budget_k, rng)
+    long = sample_long(pool, shows, pool % fps == 0, n_long, ctx.budget_k, rng, mix.long)
     return TargetContext(
         t=t,
         sink=sink + [-1] * (ns - len(sink)),

@@ -20,7 +20,7 @@ import torch
 
 from ..config import ContextConfig, GeneratorConfig, WorldConfig
 from ..world.story import render_story, sample_story
-from .contexts import choose_targets, target_context
+from .contexts import Mixture, choose_targets, target_context
 from .model import Context, Generator
 from .tokens import to_unit
 from .weights import load_generator, save_generator
@@ -52,6 +52,8 @@ class TrainConfig:
     generator that already draws what a prompt describes."""
     text_videos_per_step: int = 16
     """Stories per text step; each gives its cast's first-appearance frames (64 with 4 characters)."""
+    mixture: Mixture = Mixture()
+    """What the targets of a step are and what their long-term selections hold."""
     context_noise: float = 0.1
     """Frames encoded as context get Gaussian noise of a std drawn per frame from [0, this] (in the
     [-1, 1] pixel range), so the generator meets imperfect past frames, as its own are, in training."""
@@ -102,9 +104,9 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     long_side = model.cfg.patch * model.cfg.merge
     vids, contexts = [], []
     for b, (story, video) in enumerate(zip(stories, videos)):
-        for t in choose_targets(story, world, tc.targets_per_video, rng):
+        for t in choose_targets(story, world, tc.targets_per_video, rng, tc.mixture):
             vids.append(b)
-            contexts.append(target_context(t, video, world, ctx_cfg, model.long_tokens_per_frame, long_side, rng))
+            contexts.append(target_context(t, video, world, ctx_cfg, model.long_tokens_per_frame, long_side, rng, tc.mixture))
     t_freqs = model.t_freqs(model.cfg.horizon_frames)
     needed = sorted({(b, f) for b, c in zip(vids, contexts) for f in c.sink + c.window if f >= 0})
     full_row = {bf: i for i, bf in enumerate(needed)}
@@ -214,6 +216,14 @@ def _meta(step: int, start: float, loss: float, tc: TrainConfig) -> dict:
     return {"steps": step, "seconds": round(time.time() - start), "final_loss": loss, "train_config": asdict(tc)}
 
 
+def shares(text: str) -> tuple[float, ...]:
+    """'0.4,0.2,0.4' -> (0.4, 0.2, 0.4); the Mixture checks the count and the sum."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=TrainConfig.minutes)
@@ -222,14 +232,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
     ap.add_argument("--decay-steps", type=int, default=0, help="cosine learning-rate decay over this many steps (0: constant)")
     ap.add_argument("--lr", type=float, default=TrainConfig.lr)
+    ap.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     ap.add_argument("--text-steps", type=int, default=TrainConfig.text_steps, help="first steps: drawing from the description alone")
+    ap.add_argument("--target-shares", type=shares, default=Mixture.targets,
+                    help="shares of targets: return openings, first-appearance openings, any frame (e.g. 0.4,0.2,0.4)")
+    ap.add_argument("--long-shares", type=shares, default=Mixture.long,
+                    help="shares of long-term selections: subject, random, newest, none (e.g. 0.55,0.2,0.15,0.1)")
     ap.add_argument("--context-noise", type=float, default=TrainConfig.context_noise, help="max std of the noise on context frames")
     ap.add_argument("--out", default="inflvg/weights/generator.pt")
     ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
     args = ap.parse_args(argv)
+    try:
+        mixture = Mixture(args.target_shares, args.long_shares)
+    except ValueError as e:
+        ap.error(str(e))
     tc = TrainConfig(
-        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr,
+        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr, warmup_steps=args.warmup_steps,
         decay_steps=args.decay_steps, context_noise=args.context_noise, text_steps=args.text_steps,
+        mixture=mixture,
     )
     meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out, init=args.init)
     print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
