@@ -1,10 +1,11 @@
 """One real training step on a tiny generator: finite loss, parameters move."""
 
 import numpy as np
+import pytest
 import torch
 
 from inflvg.generator.contexts import sample_long, subject_tokens, target_context
-from inflvg.generator.train import TrainConfig, train_step
+from inflvg.generator.train import TrainConfig, train, train_step
 from inflvg.world import render_story, sample_story
 
 
@@ -107,3 +108,22 @@ def test_mixture_shares_are_checked_and_steer_the_targets():
     returns = {i * 4 for i, sc in enumerate(story.scenes) if i > 0 and not sc.first_appearance}
     only_returns = choose_targets(story, world, 40, np.random.default_rng(0), Mixture(targets=(1.0, 0.0, 0.0)))
     assert set(only_returns) <= returns
+
+
+def test_continuing_counts_steps_from_the_saved_weights(tmp_path):
+    from inflvg.config import ContextConfig, GeneratorConfig, WorldConfig
+    from inflvg.generator.weights import load_generator
+
+    world = WorldConfig(n_scenes=3, cast_size=3)
+    gen = GeneratorConfig(d_model=32, n_heads=2, n_layers=1, d_text=32, text_layers=1, denoise_steps=2, horizon_frames=16)
+    ctx = ContextConfig(budget_k=8, window_frames=2)
+    tc = TrainConfig(max_steps=2, videos_per_step=1, targets_per_video=2, warmup_steps=1)
+    first = tmp_path / "first.pt"
+    train(world, ctx, gen, tc, str(first))
+    with pytest.raises(ValueError, match="max_steps"):
+        train(world, ctx, gen, tc, str(tmp_path / "again.pt"), init=str(first))
+    more = tmp_path / "more.pt"
+    train(world, ctx, gen, TrainConfig(max_steps=3, videos_per_step=1, targets_per_video=2, warmup_steps=1), str(more), init=str(first))
+    before, after = load_generator(first)[0], load_generator(more)[0]
+    assert load_generator(more)[3]["steps"] == 3
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))

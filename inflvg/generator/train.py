@@ -65,7 +65,9 @@ def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contex
     kv_full (L, 2, NF, n_full, d); full_row[(b, f)] -> row; kv_long (L, 2, B*T, n_long, d).
     """
     n_full, n_long = model.tokens_per_frame, model.long_tokens_per_frame
-    L, _, _, _, d = kv_full.shape
+    L, _, n_rows, _, d = kv_full.shape
+    if n_rows == 0:  # every target is a video's first frame: no full-resolution frame to gather, all slots masked
+        kv_full = kv_full.new_zeros(L, 2, 1, n_full, d)
     full_idx, full_t, long_idx, long_t, long_j = [], [], [], [], []
     for b, c in zip(vids, contexts):
         frames = c.sink + c.window
@@ -110,8 +112,9 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     t_freqs = model.t_freqs(model.cfg.horizon_frames)
     needed = sorted({(b, f) for b, c in zip(vids, contexts) for f in c.sink + c.window if f >= 0})
     full_row = {bf: i for i, bf in enumerate(needed)}
-    nb, nf = torch.tensor([b for b, _ in needed]), torch.tensor([f for _, f in needed])
-    rows = torch.tensor([text_row(b, f) for b, f in needed])
+    nb = torch.tensor([b for b, _ in needed], dtype=torch.long)
+    nf = torch.tensor([f for _, f in needed], dtype=torch.long)
+    rows = torch.tensor([text_row(b, f) for b, f in needed], dtype=torch.long)
     kv_full, _ = model.encode_frames(seen[nb, nf], nf, text.index(rows), long=False, t_freqs=t_freqs)
     all_t = torch.arange(n_frames).repeat(n_vid)
     all_rows = torch.tensor([text_row(b, f) for b in range(n_vid) for f in range(n_frames)])
@@ -188,6 +191,9 @@ def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, 
         start_model, world, ctx_cfg, meta = load_generator(init, strict=False)
         model.load_state_dict(start_model.state_dict())
         first_step, prior_seconds = meta["steps"], meta["seconds"]
+        if tc.max_steps <= first_step:
+            raise ValueError(f"TrainConfig.max_steps={tc.max_steps} counts all steps, and {init} already has "
+                             f"{first_step}: set --max-steps above {first_step} to train more")
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99))
     model.train().requires_grad_(True)
     start, step, ema = time.time(), first_step, None
