@@ -1,7 +1,8 @@
 """Quality of generated videos, measured by the world readers.
 
 Per scene: alignment (the read background is the prompted one), character (the reader picks the
-prompted cast member), artifacts (1 - artifact score, averaged over frames). Per returning scene:
+prompted cast member; `returns` counts only the scenes where a character comes back, the ones
+that need memory), artifacts (1 - artifact score, averaged over frames). Per returning scene:
 identity consistency, the fraction of the 5 attributes on which the subject as read now agrees
 with the subject as read in its first scene of the same video. Combined = mean of alignment,
 identity and artifacts. Everything is 0-1, higher is better, and reported per video so that
@@ -18,7 +19,7 @@ from ..world.readers import artifact_score, attribute_agreement, read_scene, whi
 from ..world.story import Story
 from ..world.vocab import BACKGROUND_NAMES
 
-METRICS = ("alignment", "identity", "artifacts", "combined", "character")
+METRICS = ("alignment", "identity", "artifacts", "combined", "character", "returns")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class VideoScores:
     identity: float  # nan when the video has no returning scene
     artifacts: float
     character: float
+    returns: float  # the right character on returning scenes; nan when none returns
 
     @property
     def combined(self) -> float:
@@ -37,7 +39,7 @@ class VideoScores:
 def score_video(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
     """frames (T, H, W, 3) uint8 of one generated story."""
     first_reading: dict[int, object] = {}
-    align, ident, artif, char = [], [], [], []
+    align, ident, artif, char, back = [], [], [], [], []
     for i, sc in enumerate(story.scenes):
         clip = frames[i * frames_per_scene : (i + 1) * frames_per_scene]
         reading = read_scene(clip)
@@ -46,6 +48,7 @@ def score_video(story: Story, frames: np.ndarray, frames_per_scene: int) -> Vide
         bg = BACKGROUND_NAMES.index(sc.background)
         artif.append(1.0 - float(np.mean([artifact_score(f, bg) for f in clip])))
         if sc.character in first_reading:
+            back.append(char[-1])
             ident.append(attribute_agreement(reading.subject, first_reading[sc.character]))
         else:
             first_reading[sc.character] = reading.subject
@@ -54,6 +57,7 @@ def score_video(story: Story, frames: np.ndarray, frames_per_scene: int) -> Vide
         identity=float(np.mean(ident)) if ident else float("nan"),
         artifacts=float(np.mean(artif)),
         character=float(np.mean(char)),
+        returns=float(np.mean(back)) if back else float("nan"),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .quality import METRICS
+
 
 def _fmt(mean: float, ci: list[float]) -> str:
     return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -12,7 +14,7 @@ def _fmt(mean: float, ci: list[float]) -> str:
 def markdown(result: dict) -> str:
     strategies = result["strategies"]
     mults = result["config"]["length_multiples"]
-    head = "| strategy | alignment | identity | artifacts | combined | character | " + " | ".join(
+    head = "| strategy | alignment | identity | artifacts | combined | character | character on returns | " + " | ".join(
         f"ms/frame {m}x" for m in mults
     ) + f" | {max(mults)}x/1x | ctx tokens (max) | KV bytes / transition |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -22,7 +24,7 @@ def markdown(result: dict) -> str:
         kv = t.get("kv_bytes_per_transition", {}).get(str(max(mults))) if t else None
         ctx = t["context_tokens"][str(max(mults))] if t else "-"
         ratio = f"{t['ms_ratio_longest_to_1x']:.2f}" if t else "-"
-        quality = [_fmt(s[m], s["ci95"][m]) for m in ("alignment", "identity", "artifacts", "combined", "character")]
+        quality = [_fmt(s[m], s["ci95"][m]) for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(quality + ms + [ratio, str(ctx), f"{kv:,.0f}" if kv is not None else "-"]) + " |")
     lines.append("")
     lines.append("Paired differences over the same videos (mean [95% CI]):")

@@ -41,11 +41,11 @@ def subject_tokens(masks: np.ndarray, long_side: int) -> np.ndarray:
 class Mixture:
     """Shares of what a training target is and of what its long-term selection holds."""
 
-    targets: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    targets: tuple[float, float, float] = (0.5, 0.2, 0.3)
     """The first frame of a returning character's scene (recall from memory), the first frame
     of a first appearance (drawing from the description), any frame. A scene's later frames
     mostly copy the window, so they need the smallest share."""
-    long: tuple[float, float, float, float] = (0.55, 0.2, 0.15, 0.1)
+    long: tuple[float, float, float, float] = (0.65, 0.15, 0.1, 0.1)
     """The target's subject's tokens (in oracle-K's order) among random distractors, K random
     tokens, the K newest, nothing."""
 

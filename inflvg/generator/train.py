@@ -241,9 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
     ap.add_argument("--text-steps", type=int, default=TrainConfig.text_steps, help="first steps: drawing from the description alone")
     ap.add_argument("--target-shares", type=shares, default=Mixture.targets,
-                    help="shares of targets: return openings, first-appearance openings, any frame (e.g. 0.4,0.2,0.4)")
+                    help="shares of targets: return openings, first-appearance openings, any frame (e.g. 0.5,0.2,0.3)")
     ap.add_argument("--long-shares", type=shares, default=Mixture.long,
-                    help="shares of long-term selections: subject, random, newest, none (e.g. 0.55,0.2,0.15,0.1)")
+                    help="shares of long-term selections: subject, random, newest, none (e.g. 0.65,0.15,0.1,0.1)")
     ap.add_argument("--context-noise", type=float, default=TrainConfig.context_noise, help="max std of the noise on context frames")
     ap.add_argument("--out", default="inflvg/weights/generator.pt")
     ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
