@@ -122,3 +122,36 @@ def test_bench_malformed_prompt_row(weights, tmp_path):
     r = bench("--weights", weights, "--prompts", prompts, "--out", tmp_path / "x.json")
     assert r.returncode != 0
     assert "bad.jsonl:2, key '0': cannot parse prompt 'a dog runs'" in r.stderr
+
+
+PARENT = """
+import multiprocessing as mp, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from inflvg.bench.parallel import _worker_init
+with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+    print(pool.submit(os.getpid).result(), flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_benchmark_takes_its_workers_with_it():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)  # alive while its benchmark runs
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed benchmark")

@@ -8,6 +8,9 @@ Timings are ratios inside one strategy's run, which shares its core the same way
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -56,6 +59,15 @@ def run_one(name: str, job: Job) -> tuple[dict[str, np.ndarray], dict]:
 
 def _worker_init() -> None:
     Progress.inline = False
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """A worker whose benchmark was killed (its parent gone, so it was re-parented) stops too,
+    instead of spending the cores on strategies nobody will read."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def run_all(names: list[str], job: Job, workers: int) -> dict[str, tuple[dict, dict]]:
