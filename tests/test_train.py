@@ -1,4 +1,5 @@
-"""One real training step on a tiny generator: finite loss, parameters move."""
+"""Generator training on tiny models: steps move parameters, contexts keep the layout, the recipe's
+parts (mixtures, oracle order, context noise, learning rate, continuing) behave as configured."""
 
 import numpy as np
 import pytest
@@ -93,8 +94,6 @@ def test_training_oracle_order_matches_oracle_k():
 
 
 def test_mixture_shares_are_checked_and_steer_the_targets():
-    import pytest
-
     from inflvg.generator.contexts import Mixture, choose_targets
 
     with pytest.raises(ValueError, match="Mixture.targets"):
