@@ -155,3 +155,27 @@ def test_a_killed_benchmark_takes_its_workers_with_it():
         time.sleep(0.2)
     os.kill(worker, signal.SIGKILL)
     raise AssertionError("the worker outlived its killed benchmark")
+
+
+def test_timing_reads_every_length_from_one_long_video(tiny):
+    """Length L's context tokens and KV bytes equal those of a separate L-horizon video (a shorter
+    video is a prefix of the long one), and every length has a ratio against the 1x frames made
+    alongside it."""
+    from inflvg.bench.run import BenchSetup, run_timing
+    from inflvg.context import make_strategy
+    from inflvg.generator.sample import generate
+
+    model, world, ctx = tiny
+    setup = BenchSetup(model, world, ctx, seed=4)
+    for name in ("full", "window", "random"):
+        timing = run_timing(setup, make_strategy(name), [1, 2, 3])
+        for mult in (1, 2, 3):
+            story = sample_story(4 + 10_000, "heldout", world.n_scenes * mult, world.cast_size)
+            alone = generate(model, [story], world, ctx, make_strategy(name), seed=4)
+            assert timing["context_tokens"][str(mult)] == alone.context_tokens.max()
+            if name != "full":
+                assert timing["kv_bytes_per_transition"][str(mult)] == np.mean(alone.gathered_bytes[1:])
+                assert timing["history_kv_bytes_per_transition"][str(mult)] == np.mean(alone.history_bytes[1:])
+            assert timing["ms_per_frame"][str(mult)] > 0 and timing["ms_ratio_to_1x"][str(mult)] > 0
+        assert timing["ms_ratio_longest_to_1x"] == timing["ms_ratio_to_1x"]["3"]
+    assert timing["history_kv_bytes_per_transition"]["3"] > timing["kv_bytes_per_transition"]["3"]

@@ -1,8 +1,10 @@
-"""Run the benchmark's strategies over worker processes, one strategy at a time per worker.
+"""Run the benchmark's tasks over worker processes: each strategy's quality phase and its timing
+phase are separate tasks, handed out longest first so the workers finish close together.
 
 Every strategy's numbers depend only on the prompt sets, the seed and the strategy itself (each
 batch keeps its seed), so a strategy measured in a worker gives the same videos as in the parent.
-Timings are ratios inside one strategy's run, which shares its core the same way at every length.
+Timings are ratios against 1x frames made alongside (``run_timing``), so a busy neighbour
+worker slows both sides of a ratio alike.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ..context import make_strategy
@@ -22,7 +23,9 @@ from ..generator.weights import load_generator
 from ..world.story import Story
 from .run import BenchSetup, Progress, run_quality, run_timing, summarize, with_budget
 
-COST_ORDER = ("full", "learned")  # the slowest first, so the others fill the remaining workers
+# the slowest tasks first, so the others fill the remaining workers (full history's timing alone
+# takes longer than most strategies' quality and timing together)
+COST_ORDER = (("timing", "full"), ("quality", "full"), ("quality", "learned"), ("timing", "learned"))
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,15 @@ def make(name: str, job: Job, model):
     return LearnedStrategy(load_policy(job.policy), PromptEmbedder(model), greedy=True, record=False)
 
 
-def run_one(name: str, job: Job) -> tuple[dict[str, np.ndarray], dict]:
-    """One strategy's per-video table and summary entry (with timing), in this process."""
+def run_task(phase: str, name: str, job: Job):
+    """One strategy's per-video quality table (``phase="quality"``) or its timing entry, in this process."""
     torch.set_num_threads(job.threads)
     model, world, ctx, _ = load_generator(job.weights)
     setup = BenchSetup(model, world, with_budget(ctx, job.budget_k), job.seed)
     strategy = make(name, job, model)
-    table = run_quality(setup, strategy, job.stories)
-    entry = summarize(table)
-    entry["timing"] = run_timing(setup, strategy, job.lengths, job.timing_videos)
-    return table, entry
+    if phase == "quality":
+        return run_quality(setup, strategy, job.stories)
+    return run_timing(setup, strategy, job.lengths, job.timing_videos)
 
 
 def _worker_init() -> None:
@@ -71,10 +73,13 @@ def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
 
 
 def run_all(names: list[str], job: Job, workers: int) -> dict[str, tuple[dict, dict]]:
-    """{name: (table, entry)} in the order of ``names``; workers > 1 spreads strategies over processes."""
+    """{name: (table, entry)} in the order of ``names``; workers > 1 spreads the tasks over processes."""
+    tasks = [(phase, name) for name in names for phase in ("quality", "timing")]
     if workers <= 1:
-        return {name: run_one(name, job) for name in names}
-    order = sorted(names, key=lambda n: COST_ORDER.index(n) if n in COST_ORDER else len(COST_ORDER))
-    with ProcessPoolExecutor(max_workers=min(workers, len(names)), mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
-        futures = {name: pool.submit(run_one, name, job) for name in order}
-        return {name: futures[name].result() for name in names}
+        done = {task: run_task(*task, job) for task in tasks}
+    else:
+        tasks.sort(key=lambda task: COST_ORDER.index(task) if task in COST_ORDER else len(COST_ORDER) + (task[0] == "timing"))
+        with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+            futures = {task: pool.submit(run_task, *task, job) for task in tasks}
+            done = {task: future.result() for task, future in futures.items()}
+    return {name: (done["quality", name], summarize(done["quality", name]) | {"timing": done["timing", name]}) for name in names}

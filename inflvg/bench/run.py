@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -11,7 +13,7 @@ import numpy as np
 from ..config import ContextConfig, WorldConfig
 from ..context.base import ContextStrategy
 from ..generator.model import Generator
-from ..generator.sample import generate
+from ..generator.sample import generate, generate_stepwise
 from ..world.story import Story, sample_story
 from .quality import METRICS, mean_ci, per_video_table, score_video
 
@@ -100,23 +102,45 @@ def gap_closed(tables: dict[str, dict[str, np.ndarray]], metric: str = "combined
     return {"best_heuristic": best, "metric": metric, "fraction": float(value), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
 
 
-def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int], n_videos: int = 2) -> dict:
-    """ms per frame, context tokens and KV bytes per scene change, at each multiple of the horizon."""
-    out = {"ms_per_frame": {}, "context_tokens": {}, "kv_bytes_per_transition": {}, "history_kv_bytes_per_transition": {}}
+def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int], n_videos: int = 1) -> dict:
+    """Cost by video length, from one video of the longest length: a shorter video is its prefix,
+    so length L's figures come from its L-th horizon (ms per frame, context tokens) and from its
+    first L horizons (KV bytes per scene change, as a video of length L gathers them).
+
+    The machine's load changes while a long video runs, so every frame of it alternates with a
+    frame of 1x videos made alongside; ``ms_ratio_to_1x`` compares each horizon with the 1x frames
+    made during it, both under the same load. The first scene is left out at 1x (less context)."""
+    world, horizon = setup.world, setup.world.n_scenes * setup.world.frames_per_scene
+    longest = max(multiples)
+    stories = [sample_story(setup.seed + 10_000 + i, "heldout", world.n_scenes * longest, world.cast_size) for i in range(n_videos)]
+    alongside = _one_x_frames(setup, strategy, n_videos)
+    progress = Progress(f"{strategy.name} timing up to {longest}x ({longest * horizon} frames, as many 1x alongside)")
+    one_x = np.full(longest * horizon, np.nan)
+    for t, res in generate_stepwise(setup.model, stories, world, setup.ctx, strategy, seed=setup.seed):
+        one_x[t] = next(alongside)
+        progress(t + 1, len(one_x))
+    out = {key: {} for key in ("ms_per_frame", "ms_ratio_to_1x", "context_tokens", "kv_bytes_per_transition", "history_kv_bytes_per_transition")}
     for mult in multiples:
-        n_scenes = setup.world.n_scenes * mult
-        stories = [sample_story(setup.seed + 10_000 + i, "heldout", n_scenes, setup.world.cast_size) for i in range(n_videos)]
-        res = generate(setup.model, stories, setup.world, setup.ctx, strategy, seed=setup.seed,
-                       progress=Progress(f"{strategy.name} timing {mult}x ({n_scenes * setup.world.frames_per_scene} frames)"))
-        key = str(mult)
-        out["ms_per_frame"][key] = float(np.median(res.ms_per_frame[setup.world.frames_per_scene :]))
-        out["context_tokens"][key] = int(res.context_tokens.max())
+        frames = slice(max((mult - 1) * horizon, world.frames_per_scene), mult * horizon)
+        ms, key = float(np.median(res.ms_per_frame[frames])), str(mult)
+        out["ms_per_frame"][key] = ms
+        out["ms_ratio_to_1x"][key] = ms / float(np.nanmedian(one_x[frames]))
+        out["context_tokens"][key] = int(res.context_tokens[frames].max())
         if res.gathered_bytes:
-            out["kv_bytes_per_transition"][key] = float(np.mean(res.gathered_bytes[1:] or res.gathered_bytes))
-            out["history_kv_bytes_per_transition"][key] = float(np.mean(res.history_bytes[1:] or res.history_bytes))
-    lo, hi = str(min(multiples)), str(max(multiples))
-    out["ms_ratio_longest_to_1x"] = out["ms_per_frame"][hi] / out["ms_per_frame"][lo]
+            changes = slice(1, mult * world.n_scenes)
+            out["kv_bytes_per_transition"][key] = float(np.mean(res.gathered_bytes[changes]))
+            out["history_kv_bytes_per_transition"][key] = float(np.mean(res.history_bytes[changes]))
+    out["ms_ratio_longest_to_1x"] = out["ms_ratio_to_1x"][str(longest)]
     return out
+
+
+def _one_x_frames(setup: BenchSetup, strategy: ContextStrategy, n_videos: int) -> Iterator[float]:
+    """ms of each frame of successive 1x videos, NaN for their first scene's frames."""
+    world = setup.world
+    for k in itertools.count():
+        stories = [sample_story(setup.seed + 20_000 + k * n_videos + i, "heldout", world.n_scenes, world.cast_size) for i in range(n_videos)]
+        for t, res in generate_stepwise(setup.model, stories, world, setup.ctx, strategy, seed=setup.seed + k):
+            yield float(res.ms_per_frame[t]) if t >= world.frames_per_scene else float("nan")
 
 
 def with_budget(ctx: ContextConfig, budget_k: int | None) -> ContextConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ def _check_batch(stories: list) -> int:
     return lengths.pop()
 
 
-@torch.no_grad()
 def generate(
     model: Generator,
     stories: list,
@@ -50,6 +49,24 @@ def generate(
     so two strategies run with the same seed see the same noise (a paired comparison).
     ``shared_noise``: every video of the batch gets the same noise (a GRPO group: copies of one
     story whose rollouts then differ only by their selections)."""
+    for t, out in generate_stepwise(model, stories, world, ctx, strategy, seed, shared_noise):
+        if progress is not None:
+            progress(t + 1, len(out.ms_per_frame))
+    return out
+
+
+@torch.no_grad()  # also for a generator function: grad stays off whenever it resumes
+def generate_stepwise(
+    model: Generator,
+    stories: list,
+    world: WorldConfig,
+    ctx: ContextConfig,
+    strategy: ContextStrategy,
+    seed: int = 0,
+    shared_noise: bool = False,
+) -> Iterator[tuple[int, GenerationResult]]:
+    """``generate`` one frame at a time: yields (t, the result so far) after frame t, the
+    result's arrays filling in place, so that a caller can interleave two generations."""
     n_scenes = _check_batch(stories)
     b, fps, size = len(stories), world.frames_per_scene, model.frame_size
     total = n_scenes * fps
@@ -60,7 +77,8 @@ def generate(
     noise_gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     frames = np.zeros((b, total, size, size, 3), np.uint8)
-    ms, n_ctx, out = np.zeros(total), np.zeros(total, np.int64), GenerationResult(None, None, None)
+    out = GenerationResult(frames, np.zeros(total), np.zeros(total, np.int64))
+    ms, n_ctx = out.ms_per_frame, out.context_tokens
     steps = model.cfg.denoise_steps
     for sc in range(n_scenes):
         rows = torch.arange(b, device=dev) * n_scenes + sc
@@ -94,8 +112,5 @@ def generate(
             cache.add(t, kv_full, kv_long, feats)
             frames[:, t] = to_uint8(x)
             ms[t] = (time.perf_counter() - start) * 1000.0 / b
+            yield t, out
             start = time.perf_counter()
-            if progress is not None:
-                progress(t + 1, total)
-    out.frames, out.ms_per_frame, out.context_tokens = frames, ms, n_ctx
-    return out
