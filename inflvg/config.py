@@ -45,7 +45,7 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class ContextConfig:
-    """The fixed budget of DESIGN.md section 1: sink + K selected + W window + current frame."""
+    """The fixed budget: sink + K selected + W window + current frame."""
 
     budget_k: int = 16
     """Long-term (compressed) tokens kept at each scene change."""

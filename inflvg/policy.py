@@ -12,7 +12,6 @@ released code does it in bf16, where a sum over hundreds of candidates loses the
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .context.base import ContextStrategy, SelectionState
+from .protocol import Generator, Pool
 from .rollout import Transition
 
 N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
@@ -55,30 +55,28 @@ class PolicyConfig:
             raise ValueError(f"PolicyConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
 
-def word_overlap(now_ids: torch.Tensor, now_mask: torch.Tensor, past_ids: torch.Tensor, past_mask: torch.Tensor,
-                 pool_scenes: np.ndarray) -> torch.Tensor:  # fmt: skip
+def word_overlap(now_ids: torch.Tensor, past_ids: torch.Tensor, pool_scenes: np.ndarray) -> torch.Tensor:
     """Which words of the current prompt each candidate's scene prompt also contains.
 
-    now_ids, now_mask (B, L); past_ids, past_mask (B, S, L') for the scenes made so far;
-    pool_scenes (N,) the scene of each candidate -> (B, N, L) float32, 1 where current word l
-    (a real one) occurs among the real words of the candidate's scene prompt."""
-    same = (now_ids[:, None, :, None] == past_ids[:, :, None, :]) & past_mask[:, :, None, :].bool()  # (B, S, L, L')
-    in_scene = same.any(-1) & now_mask[:, None, :].bool()  # (B, S, L)
+    now_ids (B, L); past_ids (B, S, L') for the scenes made so far, word ids from the backend's
+    tokenizer (``Tokenizer.word_ids``: 0 where no word); pool_scenes (N,) the scene of each
+    candidate -> (B, N, L) float32, 1 where current word l occurs in the candidate's scene prompt."""
+    same = (now_ids[:, None, :, None] == past_ids[:, :, None, :]) & (past_ids[:, :, None, :] > 0)  # (B, S, L, L')
+    in_scene = same.any(-1) & (now_ids[:, None, :] > 0)  # (B, S, L)
     return in_scene[:, torch.as_tensor(pool_scenes, dtype=torch.long, device=in_scene.device)].float()
 
 
-def candidate_features(features: torch.Tensor, pool_frames: np.ndarray, pool_tokens: np.ndarray, now_frame: int,
-                       overlap: torch.Tensor) -> torch.Tensor:  # fmt: skip
-    """Encoder features (B, N, d), word overlap (B, N, L) from ``word_overlap`` -> the policy's
-    candidate features (B, N, d + N_EXTRA + L), fp32.
+def candidate_features(features: torch.Tensor, pool: Pool, now_frame: int, overlap: torch.Tensor) -> torch.Tensor:
+    """Backend features (B, N, d), the pool's geometry, word overlap (B, N, L) from ``word_overlap``
+    -> the policy's candidate features (B, N, d + N_EXTRA + L), fp32.
 
-    Extras: relative age (now - frame) / now in (0, 1], and the token's row and column in its
-    frame's square grid of long-term tokens, in [0, 1]."""
+    Extras: relative age (now - frame) / now in (0, 1], and the token's row and column on its
+    frame's grid of long-term tokens (any shape), each in [0, 1]."""
     b, n, _ = features.shape
-    g = max(1, math.isqrt(int(pool_tokens.max()) + 1)) if n else 1
-    age = (now_frame - pool_frames.astype(np.float32)) / max(now_frame, 1)
-    rows, cols = (pool_tokens // g) / max(g - 1, 1), (pool_tokens % g) / max(g - 1, 1)
-    extras = torch.as_tensor(np.stack([age, rows, cols], -1), dtype=torch.float32, device=features.device)
+    (rows, cols), frame = pool.grid, pool.frame
+    age = (now_frame - frame.astype(np.float32)) / max(now_frame, 1)
+    row, col = pool.row / max(rows - 1, 1), pool.col / max(cols - 1, 1)
+    extras = torch.as_tensor(np.stack([age, row, col], -1), dtype=torch.float32, device=features.device).reshape(n, N_EXTRA)
     return torch.cat([features.float(), extras.expand(b, n, N_EXTRA), overlap.float().to(features.device)], -1)
 
 
@@ -209,25 +207,24 @@ class SelectionPolicy(nn.Module):
 
 
 class PromptEmbedder:
-    """The generator's own prompt embedding (``Generator.encode_text``) and word ids.
+    """The backend's own prompt embedding and word ids (``Generator.encode_prompts``, ``tokenizer``).
 
     Calling it embeds the current prompts; ``word_ids`` only tokenizes, which is all the earlier
     scenes' prompts need (their shared words), so a scene change runs the text encoder over B
     prompts, not over every prompt so far."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, gen: Generator):
+        self.gen = gen
 
     @torch.no_grad()
     def __call__(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool, ids (B, L) int64)."""
-        text = self.model.encode_text(list(prompts))
-        ids, _ = self.word_ids(prompts)
-        return text.tokens, text.mask, ids.to(text.tokens.device)
+        """prompts (B,) -> (tokens (B, L, d_prompt), mask (B, L) bool, word ids (B, L) int64)."""
+        emb = self.gen.encode_prompts(list(prompts))
+        return emb.tokens, emb.mask, emb.word_ids
 
-    def word_ids(self, prompts: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """prompts (B,) -> (ids (B, L) int64, mask (B, L) bool), the generator tokenizer's."""
-        return self.model.text.tokenizer(list(prompts), self.model.text.max_len)
+    def word_ids(self, prompts: list) -> torch.Tensor:
+        """prompts (B,) -> word ids (B, L) int64, 0 where no word (the backend tokenizer's)."""
+        return self.gen.tokenizer.word_ids(list(prompts))
 
 
 @dataclass
@@ -272,11 +269,9 @@ class LearnedStrategy(ContextStrategy):
         param = next(self.policy.parameters())
         now = state.scene * state.frames_per_scene
         tokens, mask, ids = self.embed_prompts(state.prompts)
-        past_ids, past_mask = self.embed_prompts.word_ids([s.prompt(i) for s in state.stories for i in range(state.scene)])
-        past_ids, past_mask = past_ids.to(ids.device), past_mask.to(ids.device)
-        overlap = word_overlap(ids, mask, past_ids.reshape(b, state.scene, -1), past_mask.reshape(b, state.scene, -1),
-                               state.pool_frames // state.frames_per_scene)  # fmt: skip
-        feats = candidate_features(state.features.to(param.device), state.pool_frames, state.pool_tokens, now, overlap)
+        past_ids = self.embed_prompts.word_ids([ps.scenes[i] for ps in state.prompt_sets for i in range(state.scene)])
+        overlap = word_overlap(ids, past_ids.to(ids.device).reshape(b, state.scene, -1), state.pool.scene)
+        feats = candidate_features(state.pool.features.to(param.device), state.pool, now, overlap)
         tokens, mask = tokens.to(param.device).float(), mask.to(param.device).bool()
         logits = self.policy(feats.to(param.dtype), tokens.to(param.dtype), mask)  # records stay fp32
         chosen = top_k(logits, k) if self.greedy else self._sample(logits, k)

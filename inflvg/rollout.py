@@ -1,4 +1,4 @@
-"""The one record that crosses process boundaries (DESIGN.md section 3): a ``Rollout`` carries
+"""The one record that crosses process boundaries: a ``Rollout`` carries
 everything the learner needs to recompute log-probs without the generator.
 
 Arrays are numpy; in Arrow/Parquet each array is a struct {data: raw bytes, shape, dtype}, so a

@@ -48,3 +48,19 @@ def lively(tiny):
         for lin in [b.ada for b in gen.blocks] + [gen.ada_out, gen.out]:
             lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * 0.2)
     return gen, world, ctx
+
+
+@pytest.fixture(scope="session")
+def tiny_gen(tiny):
+    """The tiny generator behind the generator protocol (``inflvg.protocol.Generator``)."""
+    from inflvg.generator.backend import StoryWorldGenerator
+
+    return StoryWorldGenerator(*tiny)
+
+
+@pytest.fixture(scope="session")
+def lively_gen(lively):
+    """``lively`` behind the generator protocol."""
+    from inflvg.generator.backend import StoryWorldGenerator
+
+    return StoryWorldGenerator(*lively)

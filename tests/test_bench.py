@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inflvg.generator.weights import save_generator
-from inflvg.world import sample_story, save_eps
+from inflvg.prompts import PromptSet, load_prompts, save_prompts
+from inflvg.world import prompt_set_of, sample_story
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +91,31 @@ def test_gap_closed_against_hand_computed_values():
     assert gap_closed(tables, candidates=BUDGETED)["best_heuristic"] == "random"
 
 
-def test_bench_on_a_prompt_file(weights, tmp_path):
+def test_bench_on_a_storyworld_prompt_file(weights, tmp_path):
     prompts = tmp_path / "p.jsonl"
-    save_eps([sample_story(i, "train", 4, 3) for i in range(2)], prompts)
+    save_prompts([prompt_set_of(sample_story(i, "train", 4, 3), f"p{i}") for i in range(2)], prompts)
     out = tmp_path / "p.json"
-    r = bench("--weights", weights, "--prompts", prompts, "--seed", 0, "--lengths", "1", "--strategies", "sink_window",
+    r = bench("--weights", weights, "--prompts", prompts, "--seed", 0, "--lengths", "1", "--strategies", "sink_window,oracle",
               "--timing-videos", 1, "--out", out)
     assert r.returncode == 0, r.stderr
-    assert json.loads(out.read_text())["config"]["videos"] == 2
+    result = json.loads(out.read_text())
+    assert result["config"]["videos"] == 2 and result["config"]["ground_truth"] == 1.0
+    assert result["strategies"]["oracle"]["character"] >= 0  # the grammar carries the ground truth the readers need
+
+
+def test_bench_on_a_free_text_file_refuses_oracle_and_measures_the_rest(weights, tmp_path):
+    prompts = tmp_path / "free.jsonl"
+    short = PromptSet("short", ("A red kite dips over the dunes", "A boy runs after it", "The red kite lands in the sand"))
+    save_prompts([*load_prompts("tests/data/free_text.jsonl")[:2], short], prompts)  # scene counts 6, 6, 3: batched by count
+    r = bench("--weights", weights, "--prompts", prompts, "--strategies", "window,oracle", "--out", tmp_path / "x.json")
+    assert r.returncode != 0 and "'oracle' reads StoryWorld's ground truth, and prompt set 'free-0' has none" in r.stderr
+    out = tmp_path / "free.json"
+    r = bench("--weights", weights, "--prompts", prompts, "--lengths", "1", "--out", out)  # default: every strategy the prompts allow
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert "oracle" not in result["strategies"] and "prompt_match" in result["strategies"]
+    assert result["config"]["ground_truth"] == 0.0 and result["strategies"]["window"]["identity"] >= 0
+    assert len(result["per_video"]["window"]["identity"]) == 3
 
 
 @pytest.mark.parametrize(
@@ -118,10 +136,10 @@ def test_bench_bad_input_names_the_problem(args, message, tmp_path):
 
 def test_bench_malformed_prompt_row(weights, tmp_path):
     prompts = tmp_path / "bad.jsonl"
-    prompts.write_text('{"0": "character A, a small red and blue plain circle, jumps in the desert"}\n{"0": "a dog runs"}\n')
+    prompts.write_text('{"0": "a dog runs"}\n{"0": "a dog runs", "1": ""}\n')
     r = bench("--weights", weights, "--prompts", prompts, "--out", tmp_path / "x.json")
     assert r.returncode != 0
-    assert "bad.jsonl:2, key '0': cannot parse prompt 'a dog runs'" in r.stderr
+    assert "bad.jsonl:2, key '1': the prompt is empty" in r.stderr
 
 
 PARENT = """
@@ -157,21 +175,21 @@ def test_a_killed_benchmark_takes_its_workers_with_it():
     raise AssertionError("the worker outlived its killed benchmark")
 
 
-def test_timing_reads_every_length_from_one_long_video(tiny):
+def test_timing_reads_every_length_from_one_long_video(tiny, tiny_gen):
     """Length L's context tokens and KV bytes equal those of a separate L-horizon video (a shorter
     video is a prefix of the long one), and every length has a ratio against the 1x frames made
     alongside it."""
     from inflvg.bench.run import BenchSetup, run_timing
     from inflvg.context import make_strategy
-    from inflvg.generator.sample import generate
+    from inflvg.generate import generate
 
-    model, world, ctx = tiny
-    setup = BenchSetup(model, world, ctx, seed=4)
+    _, world, ctx = tiny
+    setup = BenchSetup(tiny_gen, ctx, seed=4)
     for name in ("full", "window", "random"):
         timing = run_timing(setup, make_strategy(name), [1, 2, 3])
         for mult in (1, 2, 3):
-            story = sample_story(4 + 10_000, "heldout", world.n_scenes * mult, world.cast_size)
-            alone = generate(model, [story], world, ctx, make_strategy(name), seed=4)
+            ps = prompt_set_of(sample_story(4 + 10_000, "heldout", world.n_scenes * mult, 4), "t")
+            alone = generate(tiny_gen, [ps], make_strategy(name), seed=4)
             assert timing["context_tokens"][str(mult)] == alone.context_tokens.max()
             if name != "full":
                 assert timing["kv_bytes_per_transition"][str(mult)] == np.mean(alone.gathered_bytes[1:])

@@ -8,19 +8,21 @@ from inflvg.context import STRATEGIES, make_strategy
 from inflvg.context.base import ContextStrategy
 from inflvg.generator.cache import KVCache
 from inflvg.generator.rope import apply_rope, rope_tables, temporal_freqs
-from inflvg.generator.sample import generate
+from inflvg.generate import generate
+from inflvg.generator.backend import StoryWorldGenerator
 from inflvg.generator.weights import load_generator, save_generator
-from inflvg.world import sample_story
+from inflvg.protocol import load_backend
+from inflvg.world import sample_prompt_set
 
 
 def stories(world, n=2, scenes=None):
-    return [sample_story(i, "heldout", scenes or world.n_scenes, world.cast_size) for i in range(n)]
+    return [sample_prompt_set(i, "heldout", scenes or world.n_scenes, world.cast_size, f"h{i}") for i in range(n)]
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_every_strategy_generates(tiny, name):
+def test_every_strategy_generates(tiny, tiny_gen, name):
     model, world, ctx = tiny
-    res = generate(model, stories(world), world, ctx, make_strategy(name), seed=3)
+    res = generate(tiny_gen, stories(world), make_strategy(name), seed=3)
     total = world.n_scenes * world.frames_per_scene
     assert res.frames.shape == (2, total, 32, 32, 3) and res.frames.dtype == np.uint8
     assert (res.ms_per_frame > 0).all()
@@ -30,11 +32,11 @@ def test_every_strategy_generates(tiny, name):
         assert res.context_tokens.max() <= 2 * model.tokens_per_frame + ctx.budget_k + model.tokens_per_frame
 
 
-def test_budgeted_context_is_constant_while_full_grows(tiny):
+def test_budgeted_context_is_constant_while_full_grows(tiny, tiny_gen):
     model, world, ctx = tiny
     long = stories(world, n=1, scenes=3 * world.n_scenes)
-    far = generate(model, long, world, ctx, make_strategy("far"), seed=0)
-    full = generate(model, long, world, ctx, make_strategy("full"), seed=0)
+    far = generate(tiny_gen, long, make_strategy("far"), seed=0)
+    full = generate(tiny_gen, long, make_strategy("full"), seed=0)
     settled = far.context_tokens[2 * world.frames_per_scene :]
     assert (settled == settled[0]).all()
     assert settled[0] == model.tokens_per_frame * (1 + ctx.window_frames) + ctx.budget_k
@@ -43,14 +45,14 @@ def test_budgeted_context_is_constant_while_full_grows(tiny):
     assert far.history_bytes[-1] > 8 * far.gathered_bytes[-1]
 
 
-def test_same_seed_same_video_and_strategies_share_noise(tiny):
+def test_same_seed_same_video_and_strategies_share_noise(tiny, tiny_gen):
     model, world, ctx = tiny
     s = stories(world)
-    a = generate(model, s, world, ctx, make_strategy("random"), seed=5)
-    b = generate(model, s, world, ctx, make_strategy("random"), seed=5)
+    a = generate(tiny_gen, s, make_strategy("random"), seed=5)
+    b = generate(tiny_gen, s, make_strategy("random"), seed=5)
     assert np.array_equal(a.frames, b.frames)
-    w = generate(model, s, world, ctx, make_strategy("window"), seed=5)
-    sw = generate(model, s, world, ctx, make_strategy("sink_window"), seed=5)
+    w = generate(tiny_gen, s, make_strategy("window"), seed=5)
+    sw = generate(tiny_gen, s, make_strategy("sink_window"), seed=5)
     # frames 0 and 1 see the same context under both (no sink yet to differ on frame 0)
     assert np.array_equal(w.frames[:, 0], sw.frames[:, 0])
 
@@ -72,7 +74,7 @@ def test_gather_returns_exactly_the_selected_pool_tokens(tiny):
     assert got.pos[0, 1, 0].item() == 3.0
 
 
-def test_unselected_pool_tokens_do_not_change_the_output(tiny):
+def test_unselected_pool_tokens_do_not_change_the_output(tiny, tiny_gen):
     """The frame depends on the selected tokens only: shuffling what else the pool holds changes nothing."""
     model, world, ctx = tiny
 
@@ -83,8 +85,8 @@ def test_unselected_pool_tokens_do_not_change_the_output(tiny):
             return np.tile(np.arange(min(state.budget_k, state.pool_size)), (state.n_videos, 1))
 
     s = stories(world, n=1)
-    a = generate(model, s, world, ctx, First(), seed=1)
-    b = generate(model, s, world, ctx, First(), seed=1)
+    a = generate(tiny_gen, s, First(), seed=1)
+    b = generate(tiny_gen, s, First(), seed=1)
     assert np.array_equal(a.frames, b.frames)
     assert all((sel[:, : min(ctx.budget_k, 1)] == 0).all() for sel in a.selections[2:])
 
@@ -114,8 +116,8 @@ def test_weights_round_trip_and_missing_file(tiny, tmp_path):
     loaded, w2, c2, meta = load_generator(path)
     assert (w2, c2, meta["steps"]) == (world, ctx, 0)
     s = stories(world, n=1)
-    a = generate(model, s, world, ctx, make_strategy("far"), seed=2)
-    b = generate(loaded, s, w2, c2, make_strategy("far"), seed=2)
+    a = generate(StoryWorldGenerator(model, world, ctx), s, make_strategy("far"), seed=2)
+    b = generate(StoryWorldGenerator(loaded, w2, c2), s, make_strategy("far"), seed=2)
     assert np.array_equal(a.frames, b.frames)
     with pytest.raises(FileNotFoundError, match="generator weights not found at .*nope.pt"):
         load_generator(tmp_path / "nope.pt")
@@ -127,17 +129,18 @@ def test_unknown_strategy_names_the_choices():
 
 
 def test_shipped_weights_load_and_generate():
-    model, world, ctx, meta = load_generator()
+    _, _, _, meta = load_generator()
     assert meta["steps"] > 0
-    s = [sample_story(0, "heldout", 2, world.cast_size)]
-    res = generate(model, s, world, ctx, make_strategy("oracle"), seed=0)
-    assert res.frames.shape[1] == 2 * world.frames_per_scene
+    gen = load_backend("storyworld")
+    s = [sample_prompt_set(0, "heldout", 2, 4, "h0")]
+    res = generate(gen, s, make_strategy("oracle"), seed=0)
+    assert res.frames.shape[1] == 2 * gen.spec.frames_per_scene
 
 
-def test_shared_noise_makes_a_group_differ_only_by_selection(lively):
+def test_shared_noise_makes_a_group_differ_only_by_selection(lively, lively_gen):
     model, world, ctx = lively
     story = stories(world, n=1)[0]
-    res = generate(model, [story] * 3, world, ctx, make_strategy("far"), seed=4, shared_noise=True)
+    res = generate(lively_gen, [story] * 3, make_strategy("far"), seed=4, shared_noise=True)
     assert np.array_equal(res.frames[0], res.frames[1]) and np.array_equal(res.frames[1], res.frames[2])
-    apart = generate(model, [story] * 2, world, ctx, make_strategy("far"), seed=4)
+    apart = generate(lively_gen, [story] * 2, make_strategy("far"), seed=4)
     assert not np.array_equal(apart.frames[0], apart.frames[1])

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from inflvg.generator.sample import generate
+from inflvg.generate import generate
 from inflvg.policy import (
     N_EXTRA,
     LearnedStrategy,
     PolicyConfig,
     PromptEmbedder,
     SelectionPolicy,
+    candidate_features,
     gumbel_top_k,
     load_policy,
     plackett_luce_entropy,
@@ -23,8 +24,9 @@ from inflvg.policy import (
     top_k,
     word_overlap,
 )
+from inflvg.protocol import Pool
 from inflvg.rollout import collate_transitions
-from inflvg.world import sample_story
+from inflvg.world import sample_prompt_set
 from learner.grpo import credit_transitions, grpo_loss
 
 
@@ -126,12 +128,11 @@ def test_config_validation_and_checkpoint_round_trip(tmp_path):
         load_policy(tmp_path / "missing.pt")
 
 
-def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
-    model, world, ctx = tiny
-    stories = [sample_story(i, "heldout", 3, world.cast_size) for i in range(2)]
-    policy = small_policy(model.cfg.d_model)
-    strategy = LearnedStrategy(policy, PromptEmbedder(model), seed=7)
-    res = generate(model, stories, world, ctx, strategy, seed=3)
+def test_learned_strategy_in_generate_records_replayable_transitions(tiny_gen):
+    stories = [sample_prompt_set(i, "heldout", 3, 3, f"h{i}") for i in range(2)]
+    policy = small_policy(tiny_gen.spec.d_feature)
+    strategy = LearnedStrategy(policy, PromptEmbedder(tiny_gen), seed=7)
+    res = generate(tiny_gen, stories, strategy, seed=3)
     assert [st.scene for st in strategy.transitions] == [1, 2]  # scene 0 has an empty pool: no action
     for st, sel in zip(strategy.transitions, res.selections[1:]):
         assert np.array_equal(st.chosen.numpy(), sel) and ((sel >= 0) & (sel < st.pool_size)).all()
@@ -142,8 +143,8 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny):
     logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
     logp = policy.log_prob(logits, batch.chosen, batch.valid)
     assert torch.allclose(logp, batch.logp_old, atol=1e-4)
-    greedy = LearnedStrategy(policy, PromptEmbedder(model), greedy=True, record=False)
-    a, b = (generate(model, stories, world, ctx, greedy, seed=3).selections for _ in range(2))
+    greedy = LearnedStrategy(policy, PromptEmbedder(tiny_gen), greedy=True, record=False)
+    a, b = (generate(tiny_gen, stories, greedy, seed=3).selections for _ in range(2))
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and greedy.transitions == []
 
 
@@ -158,19 +159,18 @@ def test_per_video_seeds_draw_each_row_as_a_batch_of_one_would():
 
     class FixedPrompts:  # every prompt embeds to the same tokens and word ids
         def __call__(self, prompts):
-            return (prompt.expand(len(prompts), -1, -1), *self.word_ids(prompts)[::-1])
+            return prompt.expand(len(prompts), -1, -1), torch.ones(len(prompts), 4, dtype=torch.bool), self.word_ids(prompts)
 
         def word_ids(self, prompts):
-            return ids.expand(len(prompts), -1), torch.ones(len(prompts), 4, dtype=torch.bool)
+            return ids.expand(len(prompts), -1)
 
     embed = FixedPrompts()
-    story = sample_story(0, "heldout", 3, 4)
+    ps = sample_prompt_set(0, "heldout", 3, 4, "h0")
+    frame, tok = np.repeat(np.arange(3), 4), np.tile(np.arange(4), 3)
 
     def state(b: int) -> SelectionState:
-        return SelectionState(
-            scene=2, stories=[story] * b, frames_per_scene=2, budget_k=3, pool_frames=np.repeat(np.arange(3), 4),
-            pool_tokens=np.tile(np.arange(4), 3), features=feats[:b], frames=None, prompts=["p"] * b, rng=None,
-        )  # fmt: skip
+        pool = Pool(feats[:b], frame, frame // 2, tok // 2, tok % 2, (2, 2))
+        return SelectionState(scene=2, prompt_sets=[ps] * b, frames_per_scene=2, budget_k=3, pool=pool, frames=None, rng=None)
 
     batched = LearnedStrategy(policy, embed, seed=[11, 12, 13]).select(state(3))
     alone = [LearnedStrategy(policy, embed, seed=s).select(state(1))[0] for s in (11, 12, 13)]
@@ -213,12 +213,32 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
 
 
 def test_word_overlap_marks_the_current_words_each_candidates_scene_prompt_contained():
-    now_ids, now_mask = torch.tensor([[4, 7, 9, 0]]), torch.tensor([[True, True, True, False]])  # 0 is padding
-    past_ids = torch.tensor([[[7, 2, 0], [9, 4, 7]]])  # scene 0 "7 2", scene 1 "9 4 7" (0: padding)
-    past_mask = torch.tensor([[[True, True, False], [True, True, True]]])
-    got = word_overlap(now_ids, now_mask, past_ids, past_mask, np.array([1, 0, 0, 1]))
-    scene0, scene1 = [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]  # the padded word never matches
+    now_ids = torch.tensor([[4, 7, 9, 0]])  # 0: no word (padding, a special token, punctuation)
+    past_ids = torch.tensor([[[7, 2, 0], [9, 4, 7]]])  # scene 0 "7 2", scene 1 "9 4 7"
+    got = word_overlap(now_ids, past_ids, np.array([1, 0, 0, 1]))
+    scene0, scene1 = [0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]  # a non-word never matches, not even another
     assert got.tolist() == [[scene1, scene0, scene0, scene1]]
+
+
+def test_candidate_positions_on_a_non_square_grid():
+    """Row and column inputs span [0, 1] along each axis of a 3 x 5 grid, age is relative to now."""
+    frame, tok = np.repeat([2, 6], 15), np.tile(np.arange(15), 2)
+    pool = Pool(torch.zeros(1, 30, 8), frame, frame // 4, tok // 5, tok % 5, (3, 5))
+    feats = candidate_features(pool.features, pool, now_frame=8, overlap=torch.zeros(1, 30, 2))
+    age, row, col = feats[0, :, 8], feats[0, :, 9], feats[0, :, 10]
+    assert row[:15].tolist() == [0.0] * 5 + [0.5] * 5 + [1.0] * 5
+    assert col[:5].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert age.tolist() == [0.75] * 15 + [0.25] * 15 and feats.shape == (1, 30, 8 + N_EXTRA + 2)
+
+
+def test_free_text_shares_words_through_the_backend_tokenizer(tiny_gen):
+    """Words outside StoryWorld's vocabulary still match each other (not all [UNK]), and are counted."""
+    a, b, c = "A golden retriever runs, face the camera", "The golden retriever sleeps", "A grey cat"
+    ids = PromptEmbedder(tiny_gen).word_ids([a, b, c])
+    assert ids[0, 2] == ids[1, 2] != 0 and ids[0, 2] != ids[2, 2]  # "golden" == "golden" != "grey"
+    assert (ids[:, 0] == 0).all() and tiny_gen.tokenizer.unknown_words(a) == ["golden", "retriever", "runs", "face", "camera"]
+    overlap = word_overlap(ids[:1], ids[None, 1:2], np.zeros(1, int))[0, 0]
+    assert overlap[2:4].tolist() == [1.0, 1.0] and overlap.sum() == 3  # golden, retriever and "the"
 
 
 def naming_task(n: int, g: torch.Generator, d: int = 16):
@@ -237,7 +257,7 @@ def naming_task(n: int, g: torch.Generator, d: int = 16):
     ], 1)  # fmt: skip  # (n, 4 scenes, 3)
     order = torch.argsort(torch.rand(n, 4, generator=g), -1)  # candidate c comes from scene order[:, c]
     mask = torch.ones(n, 3, dtype=torch.bool)
-    overlap = torch.cat([word_overlap(now[i : i + 1], mask[:1], scenes[i : i + 1], torch.ones(1, 4, 3, dtype=torch.bool), order[i].numpy()) for i in range(n)])
+    overlap = torch.cat([word_overlap(now[i : i + 1] + 1, scenes[i : i + 1] + 1, order[i].numpy()) for i in range(n)])  # ids > 0: words
     feats = torch.cat([torch.randn(n, 4, d + N_EXTRA, generator=g), overlap], -1)
     return feats, table[now], mask, torch.argmin(order, -1)  # the target: the candidate from scene 0
 

@@ -2,9 +2,11 @@
 
 import numpy as np
 
+from dataclasses import replace
+
 from inflvg.bench.quality import score_video
 from inflvg.config import WorldConfig
-from inflvg.world import render_story, sample_story
+from inflvg.world import prompt_set_of, render_story, sample_story
 
 
 def _story_with_a_return(world):
@@ -21,21 +23,28 @@ def test_truth_scores_full_marks_and_a_wrong_return_is_counted():
     fps = world.frames_per_scene
     story, returns = _story_with_a_return(world)
     frames = render_story(story, world).frames
-    truth = score_video(story, frames, fps)
+    ps = prompt_set_of(story, "s")
+    truth = score_video(ps, story, frames, fps)
     assert (truth.alignment, truth.character, truth.returns, truth.identity) == (1.0, 1.0, 1.0, 1.0)
 
     back = returns[0]
     other = next(i for i, sc in enumerate(story.scenes) if sc.character != story.scenes[back].character)
     spoiled = frames.copy()
     spoiled[back * fps : (back + 1) * fps] = frames[other * fps : (other + 1) * fps]
-    s = score_video(story, spoiled, fps)
+    s = score_video(ps, story, spoiled, fps)
     assert s.returns == (len(returns) - 1) / len(returns)
     assert s.character == (len(story.scenes) - 1) / len(story.scenes)
     assert s.identity < 1.0
+
+    # without ground truth (the prompts as free text, no tags): identity by the subject the text names
+    free = replace(ps, subjects=None)
+    clean, bad = score_video(free, None, frames, fps), score_video(free, None, spoiled, fps)
+    assert clean.identity == 1.0 and bad.identity < 1.0 and clean.artifacts > 0.5
+    assert np.isnan(clean.alignment) and np.isnan(clean.character) and clean.combined == (clean.identity + clean.artifacts) / 2
 
 
 def test_a_video_without_returns_has_no_returns_score():
     world = WorldConfig(n_scenes=2)
     story = sample_story(0, "heldout", world.n_scenes, world.cast_size)
-    s = score_video(story, render_story(story, world).frames, world.frames_per_scene)
+    s = score_video(prompt_set_of(story, "s"), story, render_story(story, world).frames, world.frames_per_scene)
     assert np.isnan(s.returns) and np.isnan(s.identity) and s.character == 1.0

@@ -1,12 +1,12 @@
-"""StoryWorld: deterministic stories, disjoint splits, prompt structure, EPS files."""
-
-import json
+"""StoryWorld: deterministic stories, disjoint splits, prompt structure, the grammar and its ground truth."""
 
 import numpy as np
 import pytest
 
 from inflvg.config import WorldConfig
-from inflvg.world import load_eps, render_story, sample_story, save_eps, split_of
+from inflvg.prompts import PromptSet
+from inflvg.world import ground_truth, prompt_set_of, render_story, sample_story, split_of
+from inflvg.world.eps import parse_row
 from inflvg.world.story import HELDOUT_TRIPLES, SPLITS
 
 SEEDS = range(40)
@@ -70,44 +70,32 @@ def test_first_scene_of_a_character_is_explicit_and_later_ones_referential():
             seen.add(sc.character)
 
 
-def test_eps_round_trip_keeps_prompts(tmp_path):
-    stories = [sample_story(s, split, 8, 4) for s in range(5) for split in SPLITS]
-    path = tmp_path / "prompts.jsonl"
-    save_eps(stories, path)
-    loaded = load_eps(path)
-    assert [s.prompts() for s in loaded] == [s.prompts() for s in stories]
-    assert [len(s.cast) for s in loaded] == [len({sc.character for sc in s.scenes}) for s in stories]
+def test_storyworld_prompt_sets_carry_their_ground_truth_and_tags_from_the_text():
+    for seed in range(5):
+        for split in SPLITS:
+            story = sample_story(seed, split, 8, 4)
+            ps = prompt_set_of(story, "s")
+            assert list(ps.scenes) == story.prompts()
+            assert ps.subjects == tuple(f"character {story.letters[sc.character]}" for sc in story.scenes)
+            truth = ground_truth(ps)
+            assert [(truth.cast[sc.character], sc.background, sc.action) for sc in truth.scenes] == [
+                (story.cast[sc.character], sc.background, sc.action) for sc in story.scenes
+            ]
+    assert ground_truth(PromptSet("free", ("A golden retriever runs across a lawn",))) is None
 
 
 DESCRIBED = "character A, a small red and blue striped triangle, bounces in the"
 GOOD = {"0": f"{DESCRIBED} desert", "1": "character A jumps at night"}
 
 
-def _write(tmp_path, lines):
-    path = tmp_path / "bad.jsonl"
-    path.write_text("".join(line + "\n" for line in lines))
-    return path
-
-
 @pytest.mark.parametrize(
     "row, message",
     [
-        ('{"0": "character A, a small red', "not valid JSON"),
-        (json.dumps({"0": f"{DESCRIBED} jungle"}), "unknown background 'jungle'"),
-        (json.dumps({"0": "character B jumps at night"}), "referred to before it is described"),
-        (json.dumps({"0": GOOD["0"], "2": GOOD["1"]}), "consecutive"),
-        (json.dumps(["character A jumps at night"]), "JSON object"),
+        ({"0": f"{DESCRIBED} jungle"}, "unknown background 'jungle'"),
+        ({"0": "character B jumps at night"}, "referred to before it is described"),
+        ({"0": GOOD["0"], "2": GOOD["1"]}, "consecutive"),
     ],
 )
-def test_bad_rows_name_the_row(tmp_path, row, message):
-    path = _write(tmp_path, [json.dumps(GOOD), row])
-    with pytest.raises(ValueError, match=message) as err:
-        load_eps(path)
-    assert f"{path}:2" in str(err.value)
-
-
-def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        load_eps(tmp_path / "nope.jsonl")
-    with pytest.raises(ValueError, match="holds no rows"):
-        load_eps(_write(tmp_path, ["", "   "]))
+def test_the_grammar_names_what_it_cannot_parse(row, message):
+    with pytest.raises(ValueError, match=message):
+        parse_row(row, 0, "row 2")

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import WorldConfig
 from ..context import STRATEGIES, make_strategy
-from ..generator.weights import load_generator
-from ..world.eps import load_eps
-from ..world.story import SPLITS, sample_story
+from ..prompts import PromptSet, load_prompts
+from ..protocol import BACKENDS, load_backend
+from ..world.eps import ground_truth, prompt_set_of
+from ..world.story import SPLITS, Story, sample_story
 from .parallel import Job, make, run_all
 from .report import markdown, plot
 from .run import BUDGETED, HEURISTICS, gap_closed, paired, with_budget
@@ -37,22 +39,24 @@ def positive_int(text: str) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m inflvg.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=SPLITS, default="heldout", help="which StoryWorld split to sample prompt sets from")
-    ap.add_argument("--prompts", help="an EPS .jsonl to use instead of sampled prompt sets")
+    ap.add_argument("--prompts", help="a prompt file (EPS .jsonl, free text) to use instead of sampled prompt sets: its first --videos rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/bench.json")
     ap.add_argument("--videos", type=positive_int, default=64, help="prompt sets for the quality phase")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated names")
+    ap.add_argument("--strategies", help="comma-separated names (default: every strategy the prompts allow; "
+                                          "'oracle' needs StoryWorld's ground truth, which free text has not)")  # fmt: skip
     ap.add_argument("--budget-k", type=positive_int, help="long-term tokens kept (default: the weights' own)")
     ap.add_argument("--lengths", default="1,2,4,8,16", help="video lengths for timing, as multiples of the training horizon")
     ap.add_argument("--timing-videos", type=positive_int, default=1)
-    ap.add_argument("--weights", help="generator weights (default: the shipped ones)")
+    ap.add_argument("--backend", default="storyworld", choices=list(BACKENDS), help="generator backend")
+    ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
     ap.add_argument("--policy", help="a trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)")
     ap.add_argument("--workers", type=positive_int, default=2, help="processes measuring strategies side by side")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker")
     args = ap.parse_args(argv)
-    args.strategy_list = [s for s in args.strategies.split(",") if s]
+    args.strategy_list = [s for s in args.strategies.split(",") if s] if args.strategies else None
     try:
-        for name in args.strategy_list:
+        for name in args.strategy_list or []:
             make_strategy(name)
         args.length_list = sorted({positive_int(x) for x in args.lengths.split(",")})
     except (ValueError, argparse.ArgumentTypeError) as e:
@@ -60,32 +64,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def bench_prompt_sets(args: argparse.Namespace, gen) -> tuple[list[PromptSet], list[Story | None]]:
+    """The quality phase's prompt sets and, beside them, their StoryWorld ground truth (None for free text)."""
+    if args.prompts:
+        prompt_sets = load_prompts(args.prompts)[: args.videos]
+        return prompt_sets, [ground_truth(ps) for ps in prompt_sets]
+    n_scenes = gen.spec.horizon_frames // gen.spec.frames_per_scene
+    stories = [sample_story(args.seed + i, args.split, n_scenes, WorldConfig().cast_size) for i in range(args.videos)]
+    return [prompt_set_of(s, f"{args.split}-{args.seed + i}") for i, s in enumerate(stories)], stories
+
+
+def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet]) -> list[str]:
+    """The strategies asked for, each checked against the prompts; by default, every one they allow."""
+    if asked is None:
+        return [n for n in STRATEGIES if not (make_strategy(n).needs_ground_truth and any(ground_truth(ps) is None for ps in prompt_sets))]
+    for name in asked:
+        make_strategy(name).check(prompt_sets)
+    return asked
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
-        model, world, ctx, _ = load_generator(args.weights)
-        stories = load_eps(args.prompts, args.seed) if args.prompts else [
-            sample_story(args.seed + i, args.split, world.n_scenes, world.cast_size) for i in range(args.videos)
-        ]
-        ctx = with_budget(ctx, args.budget_k)
-        names = args.strategy_list + (["learned"] if args.policy else [])
-        job = Job(args.weights, args.budget_k, args.seed, stories, args.length_list, args.timing_videos, args.threads, args.policy)
+        gen = load_backend(args.backend, args.weights)
+        prompt_sets, truths = bench_prompt_sets(args, gen)
+        ctx = with_budget(gen.spec.context, args.budget_k)
+        names = strategy_names(args.strategy_list, prompt_sets) + (["learned"] if args.policy else [])
+        job = Job(args.backend, args.weights, args.budget_k, args.seed, prompt_sets, truths, args.length_list, args.timing_videos,
+                  args.threads, args.policy)  # fmt: skip
         if args.policy:
-            make("learned", job, model)  # a missing or wrong policy file fails here, before any work
+            make("learned", job, gen)  # a missing or wrong policy file fails here, before any work
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     result = {
         "config": {
             "split": None if args.prompts else args.split, "prompts": args.prompts or f"{args.split} split",
-            "seed": args.seed, "videos": len(stories), "frames_per_scene": world.frames_per_scene,
-            "horizon_frames": model.cfg.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
+            "ground_truth": sum(t is not None for t in truths) / len(truths), "backend": args.backend,
+            "seed": args.seed, "videos": len(prompt_sets), "frames_per_scene": gen.spec.frames_per_scene,
+            "horizon_frames": gen.spec.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
             "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,
             "workers": args.workers, "threads_per_worker": args.threads,
         },
         "strategies": {},
     }  # fmt: skip
     start = time.time()
-    print(f"measuring {', '.join(names)} on {len(stories)} videos with {args.workers} worker(s)", file=sys.stderr)
+    print(f"measuring {', '.join(names)} on {len(prompt_sets)} videos with {args.workers} worker(s)", file=sys.stderr)
     measured = run_all(names, job, args.workers)
     tables = {name: table for name, (table, _) in measured.items()}
     result["strategies"] = {name: entry for name, (_, entry) in measured.items()}

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from ..context import make_strategy
-from ..generator.weights import load_generator
+from ..prompts import PromptSet
+from ..protocol import load_backend
 from ..world.story import Story
 from .run import BenchSetup, Progress, run_quality, run_timing, summarize, with_budget
 
@@ -30,32 +31,34 @@ COST_ORDER = (("timing", "full"), ("quality", "full"), ("quality", "learned"), (
 
 @dataclass(frozen=True)
 class Job:
+    backend: str
     weights: str | None
     budget_k: int | None
     seed: int
-    stories: list[Story]
+    prompt_sets: list[PromptSet]
+    truths: list[Story | None]  # each prompt set's StoryWorld ground truth, None for free text
     lengths: list[int]
     timing_videos: int
     threads: int
     policy: str | None = None
 
 
-def make(name: str, job: Job, model):
+def make(name: str, job: Job, gen):
     if name != "learned":
         return make_strategy(name)
     from ..policy import LearnedStrategy, PromptEmbedder, load_policy
 
-    return LearnedStrategy(load_policy(job.policy), PromptEmbedder(model), greedy=True, record=False)
+    return LearnedStrategy(load_policy(job.policy, gen.device), PromptEmbedder(gen), greedy=True, record=False)
 
 
 def run_task(phase: str, name: str, job: Job):
     """One strategy's per-video quality table (``phase="quality"``) or its timing entry, in this process."""
     torch.set_num_threads(job.threads)
-    model, world, ctx, _ = load_generator(job.weights)
-    setup = BenchSetup(model, world, with_budget(ctx, job.budget_k), job.seed)
-    strategy = make(name, job, model)
+    gen = load_backend(job.backend, job.weights)
+    setup = BenchSetup(gen, with_budget(gen.spec.context, job.budget_k), job.seed)
+    strategy = make(name, job, gen)
     if phase == "quality":
-        return run_quality(setup, strategy, job.stories)
+        return run_quality(setup, strategy, job.prompt_sets, job.truths)
     return run_timing(setup, strategy, job.lengths, job.timing_videos)
 
 

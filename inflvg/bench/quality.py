@@ -7,6 +7,11 @@ identity consistency, the fraction of the 5 attributes on which the subject as r
 with the subject as read in its first scene of the same video. Combined = mean of alignment,
 identity and artifacts. Everything is 0-1, higher is better, and reported per video so that
 confidence intervals and paired differences are over videos.
+
+Prompt sets without ground truth (free text) get what the readers can say without it:
+identity against the first earlier scene about the same subject as the prompts name it
+(``inflvg.subjects``), artifacts against the background read from the frames; alignment,
+character and returns are NaN, and combined is the mean of what there is.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..prompts import PromptSet
+from ..subjects import subject_keys, subject_scenes
 from ..world.readers import artifact_score, attribute_agreement, read_scene, which_character
 from ..world.story import Story
 from ..world.vocab import BACKGROUND_NAMES
@@ -32,12 +39,29 @@ class VideoScores:
 
     @property
     def combined(self) -> float:
-        parts = [self.alignment, self.artifacts] + ([] if np.isnan(self.identity) else [self.identity])
-        return float(np.mean(parts))
+        parts = [x for x in (self.alignment, self.artifacts, self.identity) if not np.isnan(x)]
+        return float(np.mean(parts)) if parts else float("nan")
 
 
-def score_video(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
-    """frames (T, H, W, 3) uint8 of one generated story."""
+def score_video(ps: PromptSet, truth: Story | None, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
+    """frames (T, H, W, 3) uint8 of one generated prompt set; ``truth``: its StoryWorld story, or None."""
+    return score_story(truth, frames, frames_per_scene) if truth is not None else score_free_text(ps, frames, frames_per_scene)
+
+
+def score_free_text(ps: PromptSet, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
+    """The readers' measures that need no ground truth (see the module docstring)."""
+    readings = [read_scene(frames[i * frames_per_scene : (i + 1) * frames_per_scene]) for i in range(ps.n_scenes)]
+    artif = [1.0 - float(np.mean([artifact_score(f, r.background) for f in frames[i * frames_per_scene : (i + 1) * frames_per_scene]]))
+             for i, r in enumerate(readings)]  # fmt: skip
+    keys = subject_keys(ps)
+    ident = [attribute_agreement(readings[i].subject, readings[earlier[0]].subject)
+             for i in range(ps.n_scenes) if (earlier := subject_scenes(ps, i, keys))]  # fmt: skip
+    nan = float("nan")
+    return VideoScores(nan, float(np.mean(ident)) if ident else nan, float(np.mean(artif)), nan, nan)
+
+
+def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
+    """frames (T, H, W, 3) uint8 of one generated StoryWorld story, measured against its ground truth."""
     first_reading: dict[int, object] = {}
     align, ident, artif, char, back = [], [], [], [], []
     for i, sc in enumerate(story.scenes):

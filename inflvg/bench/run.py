@@ -12,19 +12,29 @@ import numpy as np
 
 from ..config import ContextConfig, WorldConfig
 from ..context.base import ContextStrategy
-from ..generator.model import Generator
-from ..generator.sample import generate, generate_stepwise
-from ..world.story import Story, sample_story
+from ..generate import generate, generate_stepwise
+from ..prompts import PromptSet
+from ..protocol import Generator
+from ..world.eps import sample_prompt_set
+from ..world.story import Story
 from .quality import METRICS, mean_ci, per_video_table, score_video
 
 
 @dataclass(frozen=True)
 class BenchSetup:
-    model: Generator
-    world: WorldConfig
+    gen: Generator
     ctx: ContextConfig
     seed: int
     batch: int = 16
+
+    @property
+    def frames_per_scene(self) -> int:
+        return self.gen.spec.frames_per_scene
+
+    @property
+    def scenes_per_horizon(self) -> int:
+        """Scenes of a video at the backend's training horizon (1x)."""
+        return self.gen.spec.horizon_frames // self.frames_per_scene
 
 
 class Progress:
@@ -45,19 +55,24 @@ class Progress:
         sys.stderr.flush()
 
 
-def run_quality(setup: BenchSetup, strategy: ContextStrategy, stories: list[Story]) -> dict[str, np.ndarray]:
-    """Per-video metric arrays of one strategy; batches keep their seed so strategies are paired."""
+def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[PromptSet], truths: list[Story | None]) -> dict[str, np.ndarray]:
+    """Per-video metric arrays of one strategy; batches keep their seed so strategies are paired.
+    ``truths``: each prompt set's StoryWorld story, or None (free text). A batch holds prompt sets
+    of one scene count: a file that mixes counts is generated count by count."""
     scores = []
     by_length: dict[int, list[int]] = {}
-    for i, s in enumerate(stories):
-        by_length.setdefault(len(s.scenes), []).append(i)
+    for i, ps in enumerate(prompt_sets):
+        by_length.setdefault(ps.n_scenes, []).append(i)
     order = [i for idx in by_length.values() for i in idx]
+    fps = setup.frames_per_scene
     for start in range(0, len(order), setup.batch):
         idx = order[start : start + setup.batch]
-        batch = [stories[i] for i in idx]
-        res = generate(setup.model, batch, setup.world, setup.ctx, strategy, seed=setup.seed + start,
-                       progress=Progress(f"{strategy.name} videos {start + 1}-{start + len(idx)}/{len(order)}"))
-        scores += [(i, score_video(s, f, setup.world.frames_per_scene)) for i, s, f in zip(idx, batch, res.frames)]
+        cuts = [j for j in range(1, len(idx)) if prompt_sets[idx[j]].n_scenes != prompt_sets[idx[j - 1]].n_scenes]
+        for a, b in zip([0, *cuts], [*cuts, len(idx)]):
+            part = idx[a:b]
+            res = generate(setup.gen, [prompt_sets[i] for i in part], strategy, seed=setup.seed + start + a, ctx=setup.ctx,
+                           progress=Progress(f"{strategy.name} videos {start + a + 1}-{start + b}/{len(order)}"))  # fmt: skip
+            scores += [(i, score_video(prompt_sets[i], truths[i], f, fps)) for i, f in zip(part, res.frames)]
     scores.sort(key=lambda x: x[0])
     return per_video_table([s for _, s in scores])
 
@@ -110,37 +125,41 @@ def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int
     The machine's load changes while a long video runs, so every frame of it alternates with a
     frame of 1x videos made alongside; ``ms_ratio_to_1x`` compares each horizon with the 1x frames
     made during it, both under the same load. The first scene is left out at 1x (less context)."""
-    world, horizon = setup.world, setup.world.n_scenes * setup.world.frames_per_scene
+    fps, n_scenes, horizon = setup.frames_per_scene, setup.scenes_per_horizon, setup.gen.spec.horizon_frames
     longest = max(multiples)
-    stories = [sample_story(setup.seed + 10_000 + i, "heldout", world.n_scenes * longest, world.cast_size) for i in range(n_videos)]
+    prompt_sets = _timing_prompt_sets(setup.seed + 10_000, n_videos, n_scenes * longest)
     alongside = _one_x_frames(setup, strategy, n_videos)
     progress = Progress(f"{strategy.name} timing up to {longest}x ({longest * horizon} frames, as many 1x alongside)")
     one_x = np.full(longest * horizon, np.nan)
-    for t, res in generate_stepwise(setup.model, stories, world, setup.ctx, strategy, seed=setup.seed):
-        one_x[t] = next(alongside)
+    for t, res in generate_stepwise(setup.gen, prompt_sets, strategy, seed=setup.seed, ctx=setup.ctx):
+        one_x[t - setup.gen.spec.frames_per_block + 1 : t + 1] = next(alongside)
         progress(t + 1, len(one_x))
     out = {key: {} for key in ("ms_per_frame", "ms_ratio_to_1x", "context_tokens", "kv_bytes_per_transition", "history_kv_bytes_per_transition")}
     for mult in multiples:
-        frames = slice(max((mult - 1) * horizon, world.frames_per_scene), mult * horizon)
+        frames = slice(max((mult - 1) * horizon, fps), mult * horizon)
         ms, key = float(np.median(res.ms_per_frame[frames])), str(mult)
         out["ms_per_frame"][key] = ms
         out["ms_ratio_to_1x"][key] = ms / float(np.nanmedian(one_x[frames]))
         out["context_tokens"][key] = int(res.context_tokens[frames].max())
         if res.gathered_bytes:
-            changes = slice(1, mult * world.n_scenes)
+            changes = slice(1, mult * n_scenes)
             out["kv_bytes_per_transition"][key] = float(np.mean(res.gathered_bytes[changes]))
             out["history_kv_bytes_per_transition"][key] = float(np.mean(res.history_bytes[changes]))
     out["ms_ratio_longest_to_1x"] = out["ms_ratio_to_1x"][str(longest)]
     return out
 
 
+def _timing_prompt_sets(first_seed: int, n_videos: int, n_scenes: int) -> list[PromptSet]:
+    """Held-out StoryWorld prompt sets: the cost of a frame does not depend on what the prompt says."""
+    return [sample_prompt_set(first_seed + i, "heldout", n_scenes, WorldConfig().cast_size, f"timing-{first_seed + i}") for i in range(n_videos)]
+
+
 def _one_x_frames(setup: BenchSetup, strategy: ContextStrategy, n_videos: int) -> Iterator[float]:
-    """ms of each frame of successive 1x videos, NaN for their first scene's frames."""
-    world = setup.world
+    """ms per frame of each block of successive 1x videos, NaN for their first scene's blocks."""
     for k in itertools.count():
-        stories = [sample_story(setup.seed + 20_000 + k * n_videos + i, "heldout", world.n_scenes, world.cast_size) for i in range(n_videos)]
-        for t, res in generate_stepwise(setup.model, stories, world, setup.ctx, strategy, seed=setup.seed + k):
-            yield float(res.ms_per_frame[t]) if t >= world.frames_per_scene else float("nan")
+        prompt_sets = _timing_prompt_sets(setup.seed + 20_000 + k * n_videos, n_videos, setup.scenes_per_horizon)
+        for t, res in generate_stepwise(setup.gen, prompt_sets, strategy, seed=setup.seed + k, ctx=setup.ctx):
+            yield float(res.ms_per_frame[t]) if t >= setup.frames_per_scene else float("nan")
 
 
 def with_budget(ctx: ContextConfig, budget_k: int | None) -> ContextConfig:

@@ -1,50 +1,59 @@
 """The context-strategy interface: at every scene change, choose up to K long-term tokens.
 
-Every baseline and the learned policy implement ``select``; the generator's sampler calls it
-once per scene with a ``SelectionState`` and gathers the chosen tokens from the pool.
+Every baseline and the learned policy implement ``select``; the generation loop calls it once
+per scene with a ``SelectionState``: the prompt sets (free text and optional subject tags), the
+pool's candidates with their geometry, and the frames made so far. A strategy that needs ground
+truth (``needs_ground_truth``) refuses prompt sets without it in ``check``, before any work.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
+    from ..prompts import PromptSet
+    from ..protocol import Pool
 
 
 @dataclass
 class SelectionState:
     scene: int  # index of the scene about to be generated
-    stories: list  # list[world.Story], one per video in the batch
+    prompt_sets: list  # list[PromptSet], one per video in the batch
     frames_per_scene: int
     budget_k: int
-    pool_frames: np.ndarray  # (N,) frame index of each pool token
-    pool_tokens: np.ndarray  # (N,) token index within its frame
-    features: "torch.Tensor"  # (B, N, d) encoder features of the pool tokens
+    pool: "Pool"  # the candidates: features (B, N, d) and geometry (frame, scene, row, col)
     frames: np.ndarray  # (B, t, H, W, 3) uint8, every frame generated so far
-    prompts: list  # list[str], the current scene's prompt per video
     rng: np.random.Generator
 
     @property
     def n_videos(self) -> int:
-        return len(self.stories)
+        return len(self.prompt_sets)
 
     @property
     def pool_size(self) -> int:
-        return len(self.pool_frames)
+        return self.pool.size
+
+    @property
+    def prompts(self) -> list[str]:
+        """The current scene's prompt per video."""
+        return [ps.scenes[self.scene] for ps in self.prompt_sets]
 
 
 class ContextStrategy:
-    """Base class. ``uses_sink``: keep the first frame; ``full_history``: no budget at all."""
+    """Base class. ``uses_sink``: keep the first frame; ``full_history``: no budget at all;
+    ``needs_ground_truth``: reads StoryWorld's ground truth (the oracle)."""
 
     name: str = ""
     uses_sink: bool = True
     full_history: bool = False
     budgeted: bool = True
+    needs_ground_truth: bool = False
+
+    def check(self, prompt_sets: list["PromptSet"]) -> None:
+        """Raise ValueError, naming the prompt set, if this strategy cannot run on them."""
 
     def select(self, state: SelectionState) -> np.ndarray:
         """-> (B, K) pool indices, -1 for an unused slot."""
@@ -56,4 +65,3 @@ def pad_selection(chosen: list[list[int]], k: int) -> np.ndarray:
     for b, idx in enumerate(chosen):
         out[b, : min(k, len(idx))] = idx[:k]
     return out
-

@@ -1,4 +1,4 @@
-"""Baseline strategies (DESIGN.md section 5): full history, sliding window, sink + window,
+"""Baseline strategies: full history, sliding window, sink + window,
 FAR-uniform, random-K, prompt-match (whole frames whose prompt names the same subject), and
 oracle-K from StoryWorld ground truth (an upper bound)."""
 
@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..subjects import subject_keys, subject_scenes
+from ..world.eps import ground_truth
 from ..world.render import background
 from .base import ContextStrategy, SelectionState, pad_selection
 
@@ -43,7 +45,7 @@ class FarUniform(ContextStrategy):
     name = "far"
 
     def select(self, state: SelectionState) -> np.ndarray:
-        newest = np.argsort(-state.pool_frames, kind="stable")[: state.budget_k].tolist()
+        newest = np.argsort(-state.pool.frame, kind="stable")[: state.budget_k].tolist()
         return pad_selection([newest] * state.n_videos, state.budget_k)
 
 
@@ -54,30 +56,23 @@ class RandomK(ContextStrategy):
 
     def select(self, state: SelectionState) -> np.ndarray:
         k = min(state.budget_k, state.pool_size)
-        return pad_selection([state.rng.choice(state.pool_size, k, replace=False).tolist() for _ in state.stories], state.budget_k)
-
-
-def subject_name(prompt: str) -> str:
-    """The subject a StoryWorld prompt names: its first two words before any comma ("character B")."""
-    return " ".join(prompt.split(",")[0].split()[:2])
+        return pad_selection([state.rng.choice(state.pool_size, k, replace=False).tolist() for _ in state.prompt_sets], state.budget_k)
 
 
 class PromptMatch(ContextStrategy):
-    """Every long-term token of the newest frames whose scene prompt names the current prompt's
-    subject, whole frames, up to K: what the prompts alone tell, without looking at the tokens."""
+    """Every long-term token of the newest frames whose scene is about the current scene's
+    subject (its tag, or the subject words of its prompt: ``inflvg.subjects``), whole frames, up
+    to K: what the prompts alone tell, without looking at the tokens."""
 
     name = "prompt_match"
 
     def select(self, state: SelectionState) -> np.ndarray:
-        if state.pool_size == 0:
-            return np.full((state.n_videos, state.budget_k), -1, np.int64)
-        scenes = state.pool_frames // state.frames_per_scene
         chosen = []
-        for story, prompt in zip(state.stories, state.prompts):
-            same = np.array([subject_name(story.prompt(s)) == subject_name(prompt) for s in range(int(scenes.max()) + 1)])
+        for ps in state.prompt_sets:
+            same = np.isin(state.pool.scene, subject_scenes(ps, state.scene, subject_keys(ps)))
             picks: list[int] = []
-            for f in np.unique(state.pool_frames[same[scenes]])[::-1]:  # newest first
-                picks += np.flatnonzero(state.pool_frames == f).tolist()
+            for f in np.unique(state.pool.frame[same])[::-1]:  # newest first
+                picks += np.flatnonzero(state.pool.frame == f).tolist()
                 if len(picks) >= state.budget_k:
                     break
             chosen.append(picks[: state.budget_k])
@@ -90,9 +85,16 @@ class OracleK(ContextStrategy):
     its scenes come first, since every scene starts the subject at the same place, so those tokens
     line up with the frame being made; then its other frames, newest first."""
 
-    name = "oracle"
+    name, needs_ground_truth = "oracle", True
+
+    def check(self, prompt_sets: list) -> None:
+        for ps in prompt_sets:
+            if ground_truth(ps) is None:
+                raise ValueError(f"strategy 'oracle' reads StoryWorld's ground truth, and prompt set {ps.id!r} has none "
+                                 f"(its prompts are free text, not StoryWorld's grammar); choose another strategy")  # fmt: skip
 
     def select(self, state: SelectionState) -> np.ndarray:
+        self.check(state.prompt_sets)
         chosen = [self._subject_tokens(state, b) for b in range(state.n_videos)]
         return pad_selection(chosen, state.budget_k)
 
@@ -100,22 +102,22 @@ class OracleK(ContextStrategy):
         """Pool indices of tokens showing the scene's subject, in the order above, at most K.
 
         Frames are examined in that order, a few at a time, so the cost barely grows with the video."""
-        story, fps, size = state.stories[b], state.frames_per_scene, state.frames.shape[2]
+        story, fps, pool = ground_truth(state.prompt_sets[b]), state.frames_per_scene, state.pool
+        (rows, cols), (height, width) = pool.grid, state.frames.shape[2:4]
         subject = story.scenes[state.scene].character
-        n_tok = int(state.pool_tokens.max()) + 1 if state.pool_size else 1
-        g = int(round(np.sqrt(n_tok)))
-        side = size // g
-        frames = state.pool_frames[::n_tok]  # the pool holds whole frames in time order
+        n_tok = rows * cols
+        frames = pool.frame[::n_tok]  # the pool holds whole frames in time order
         mine = [int(f) for f in frames if story.scenes[f // fps].character == subject]
         candidates = sorted(mine, key=lambda f: (f % fps != 0, -f))  # scene openings first, then newest first
         picks: list[int] = []
         for chunk in range(0, len(candidates), fps):
             frames = np.asarray(candidates[chunk : chunk + fps])
-            bgs = np.stack([background(story.scenes[f // fps].background, size) for f in frames])
+            bgs = np.stack([background(story.scenes[f // fps].background, height) for f in frames])
             diff = np.abs(state.frames[b, frames].astype(np.int16) - bgs.astype(np.int16)).sum(-1) > ORACLE_PIXEL_DIFF
-            shows = diff.reshape(len(frames), g, side, g, side).sum((2, 4)).reshape(len(frames), -1) >= ORACLE_MIN_PIXELS
+            cells = diff.reshape(len(frames), rows, height // rows, cols, width // cols).sum((2, 4))
+            shows = cells.reshape(len(frames), -1) >= ORACLE_MIN_PIXELS  # row-major, as the pool lists a frame's tokens
             for f, row in zip(frames, shows):
-                base = int(np.searchsorted(state.pool_frames, f))
+                base = int(np.searchsorted(pool.frame, f))
                 picks += [base + int(j) for j in np.flatnonzero(row)]
             if len(picks) >= state.budget_k:
                 break

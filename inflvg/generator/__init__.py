@@ -1,1 +1,1 @@
-"""The frame-autoregressive generator: model, KV cache, sampler, training, weights."""
+"""The StoryWorld backend: model, KV cache, training contexts, training script, weights, and its protocol adapter (``backend.py``)."""

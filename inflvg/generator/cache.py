@@ -1,4 +1,4 @@
-"""The explicit KV cache of DESIGN.md section 1:
+"""The explicit KV cache of the fixed budget:
 
     context = sink (first frames, full resolution, kept forever)
             + K selected tokens from the long-term pool (compressed frames that left the window)
@@ -10,20 +10,31 @@ current frame is always the true one (FLEX scaling handles distances beyond the 
 A frame's long-term tokens are encoded when the frame is made and enter the pool when it leaves
 the window. The pool is preallocated for the whole video, so a selection is one gather of K
 tokens whatever the video length.
+
+``KVCache`` is the StoryWorld backend's ``inflvg.protocol.VideoCache``: besides the tokens it
+keeps the generation's position (``next_frame``), the current selection and the temporal RoPE
+frequencies of the whole video.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..config import ContextConfig
+from ..protocol import Pool
 from .model import Context, Generator
 
 
 class KVCache:
-    def __init__(self, model: Generator, n_videos: int, total_frames: int, ctx: ContextConfig, full_history: bool):
+    def __init__(self, model: Generator, n_videos: int, total_frames: int, ctx: ContextConfig, full_history: bool,
+                 frames_per_scene: int = 1, uses_sink: bool = True):  # fmt: skip
         cfg = model.cfg
         self.model, self.ctx, self.full_history = model, ctx, full_history
+        self.n_videos, self.frames_per_scene, self.uses_sink = n_videos, frames_per_scene, uses_sink
+        self.next_frame, self.context_tokens = 0, 0
+        self.selected: Context | None = None
+        self.t_freqs = model.t_freqs(total_frames)
         self.n_full, self.n_long = model.tokens_per_frame, model.long_tokens_per_frame
         cap = total_frames * self.n_long
         dev = model.full_yx.device
@@ -38,6 +49,17 @@ class KVCache:
     def pool_frames(self) -> torch.Tensor:
         """(N,) frame index of every token in the pool."""
         return self.pool_pos[: self.pool_len, 0].long()
+
+    def pool(self) -> Pool:
+        """The candidates of a selection now: every token that has left the window."""
+        frames = self.pool_frames.cpu().numpy()
+        g = int(round(self.n_long**0.5))
+        token = np.tile(np.arange(self.n_long), self.pool_len // self.n_long)
+        return Pool(self.pool_features[:, : self.pool_len], frames, frames // self.frames_per_scene, token // g, token % g, (g, g))
+
+    def select(self, selected: np.ndarray) -> None:
+        """(B, K) pool indices, -1 for an empty slot: the long-term context from now on."""
+        self.selected = self.gather(torch.as_tensor(selected, device=self.pool_kv.device))
 
     @property
     def bytes_per_token(self) -> int:

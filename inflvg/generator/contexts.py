@@ -1,7 +1,7 @@
 """Training contexts: random subsets of the fixed-budget layout, so the generator is
 in-distribution for whatever a strategy (or the learned policy) keeps.
 
-FINDINGS.md: a tiny generator ignores its memory unless recall from context is a large share of
+A prototype measured it before the project began: a tiny generator ignores its memory unless recall from context is a large share of
 its training targets. So half of the targets (``Mixture.targets``) are the first frame of a
 returning character's scene, and the long-term selection is drawn from a mixture in which the
 referenced character's tokens are often present, among distractors, in the order oracle-K keeps them.

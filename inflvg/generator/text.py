@@ -4,6 +4,7 @@ BERT from ``transformers`` (imported here, lazily, so ``import inflvg`` stays li
 from __future__ import annotations
 
 import re
+import zlib
 
 import torch
 from torch import nn
@@ -14,23 +15,44 @@ SPECIALS = ("[PAD]", "[UNK]", "[CLS]")
 
 
 class WordTokenizer:
-    """Lower-cases, splits on spaces and commas; unknown words map to [UNK]."""
+    """Lower-cases, splits into words and commas; unknown words map to [UNK] for the encoder.
 
-    def __init__(self, words: list[str] | None = None):
+    Implements the protocol's ``Tokenizer``: ``word_ids`` gives an unknown word an id of its
+    own past the vocabulary (a CRC of the word), so free-text prompts still share words."""
+
+    def __init__(self, max_len: int, words: list[str] | None = None):
+        self.max_len = max_len
         self.vocab = list(SPECIALS) + (words if words is not None else prompt_words())
         self.index = {w: i for i, w in enumerate(self.vocab)}
 
     def __len__(self) -> int:
         return len(self.vocab)
 
-    def __call__(self, prompts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def split(prompt: str) -> list[str]:
+        return re.findall(r"[a-z]+|,", prompt.lower())
+
+    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ids (B, max_len) long, mask (B, max_len) bool."""
-        ids = torch.zeros(len(prompts), max_len, dtype=torch.long)
+        ids = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
         for b, p in enumerate(prompts):
-            words = ["[CLS]"] + re.findall(r"[a-z]+|,", p.lower())
-            row = [self.index.get(w, 1) for w in words][:max_len]
+            row = [self.index.get(w, 1) for w in ["[CLS]"] + self.split(p)][: self.max_len]
             ids[b, : len(row)] = torch.tensor(row)
         return ids, ids != 0
+
+    def word_ids(self, prompts: list[str]) -> torch.Tensor:
+        """-> (B, max_len) int64 aligned with ``__call__``: 0 on [CLS], padding and commas."""
+        out = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
+        for b, p in enumerate(prompts):
+            row = [0] + [0 if w == "," else self.index.get(w, len(self.vocab) + zlib.crc32(w.encode()) % 2**30) for w in self.split(p)]
+            row = row[: self.max_len]
+            out[b, : len(row)] = torch.tensor(row)
+        return out
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """Words (letters and digits, any script) outside the vocabulary; ``split`` reads none of their
+        digits or non-ASCII letters either."""
+        return [w for w in re.findall(r"[^\W_]+", prompt.lower()) if w not in self.index]
 
 
 class TextEncoder(nn.Module):
@@ -38,8 +60,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         from transformers import BertConfig, BertModel
 
-        self.tokenizer = WordTokenizer()
-        self.max_len = max_len
+        self.tokenizer = WordTokenizer(max_len)
         cfg = BertConfig(
             vocab_size=len(self.tokenizer),
             hidden_size=d_text,
@@ -54,7 +75,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> hidden (B, L, d_text), mask (B, L) bool, token ids (B, L) long."""
-        ids, mask = self.tokenizer(prompts, self.max_len)
+        ids, mask = self.tokenizer(prompts)
         ids, mask = ids.to(self.device), mask.to(self.device)
         out = self.bert(input_ids=ids, attention_mask=mask.long())
         return out.last_hidden_state, mask, ids

@@ -1,32 +1,28 @@
-"""EPS-style prompt sets: ``.jsonl`` with one video per row and keys "0", "1", ... per scene.
+"""StoryWorld's prompt grammar: stories to prompt sets and, for prompts in the grammar, back.
 
-Rows are parsed back into ``Story`` objects so that every strategy, oracle included, can run on
-a user's prompt file. Errors name the file, the row, the key and what is expected.
+A StoryWorld prompt determines its scene (``character B jumps on the beach``), so a prompt set
+written in the grammar carries its own ground truth: ``ground_truth`` parses it back into a
+``Story`` (None for free text). Errors name the row, the key and what is expected.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
+from functools import lru_cache
 
+from ..prompts import PromptSet
 from .render import Identity
-from .story import Scene, Story
+from .story import Scene, Story, sample_story
 from .vocab import ACTIONS, BACKGROUNDS, COLOUR_NAMES, PATTERNS, SHAPES, SIZE_NAMES
 
 _ACTION_BY_PHRASE = {phrase: name for name, phrase in ACTIONS.items()}
+_SUBJECT = re.compile(r"^character [A-H](?![\w])")
 _PROMPT = re.compile(
     r"^character (?P<letter>[A-H])"
     r"(?:, a (?P<size>\w+) (?P<c1>\w+) and (?P<c2>\w+) (?P<pattern>\w+) (?P<shape>\w+),)?"
     r" (?P<action>" + "|".join(map(re.escape, _ACTION_BY_PHRASE)) + r")"
     r" (?P<prep>in the|on the|at) (?P<bg>\w+)$"
 )
-
-
-def save_eps(stories: list[Story], path: str | Path) -> None:
-    with open(path, "w") as f:
-        for story in stories:
-            f.write(json.dumps({str(i): p for i, p in enumerate(story.prompts())}) + "\n")
 
 
 def _check_word(value: str, allowed: tuple[str, ...], what: str, where: str) -> str:
@@ -82,23 +78,29 @@ def parse_row(row: dict, seed: int, where: str) -> Story:
     )
 
 
-def load_eps(path: str | Path, seed: int = 0) -> list[Story]:
-    """Stories of an EPS ``.jsonl``; row i gets position seed ``seed + i``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"prompt file {str(path)!r} does not exist")
-    stories = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            stories.append(parse_row(row, seed + len(stories), where))
-    if not stories:
-        raise ValueError(f"prompt file {str(path)!r} holds no rows")
-    return stories
+def subject_tag(prompt: str) -> str | None:
+    """The subject a StoryWorld prompt names, read from its text ("character B"), or None."""
+    m = _SUBJECT.match(prompt.strip())
+    return m[0] if m else None
 
+
+def prompt_set_of(story: Story, set_id: str) -> PromptSet:
+    """A story's prompts as a PromptSet, its subject tags parsed from the prompt text."""
+    prompts = tuple(story.prompts())
+    return PromptSet(set_id, prompts, tuple(subject_tag(p) for p in prompts))
+
+
+def sample_prompt_set(seed: int, split: str, n_scenes: int, cast_size: int, set_id: str) -> PromptSet:
+    """The prompt set of ``sample_story(seed, split, n_scenes, cast_size)``: StoryWorld as a source of prompt sets."""
+    return prompt_set_of(sample_story(seed, split, n_scenes, cast_size), set_id)
+
+
+@lru_cache(maxsize=4096)
+def ground_truth(ps: PromptSet) -> Story | None:
+    """The StoryWorld story a prompt set describes (cast identities, scene layout), or None when
+    its prompts are not StoryWorld's grammar. Only the oracle, the world readers, the benchmark
+    and the reward models' training and calibration scripts may call this."""
+    try:
+        return parse_row({str(i): p for i, p in enumerate(ps.scenes)}, 0, ps.id)
+    except ValueError:
+        return None
