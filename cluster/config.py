@@ -7,6 +7,7 @@ RewardConfig, the learner a LearnerConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from learner.config import LearnerConfig
 from reward_actors.config import AlignmentConfig, ArtifactConfig, IdentityConfig, RewardConfig
@@ -22,8 +23,11 @@ class ServiceConfig:
     prompt_sets_per_step: int = 4
     """P: prompt sets per step; each is rolled out group_size times (rollout.group_size)."""
     n_scenes: int = 8
-    """Scenes per training video."""
+    """Scenes per StoryWorld training video (a prompt file's rows keep their own counts)."""
     cast_size: int = 4
+    """Characters per StoryWorld training video."""
+    prompts: str | None = None
+    """A prompt file (EPS .jsonl, free text, optional subject tags) to train on; None: StoryWorld's training split."""
     seed: int = 0
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
@@ -43,6 +47,8 @@ class ServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServiceConfig.{name} must be a positive integer, got {value!r}")
+        if self.prompts is not None and (not isinstance(self.prompts, str) or not Path(self.prompts).is_file()):
+            raise ValueError(f"ServiceConfig.prompts must be the path of an existing prompt file (.jsonl), got {self.prompts!r}")
         if not self.run_name or "/" in self.run_name:
             raise ValueError(f"ServiceConfig.run_name must be a non-empty name without '/', got {self.run_name!r}")
 

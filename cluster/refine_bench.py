@@ -1,6 +1,7 @@
 """Test-time refinement from the amortised policy against a fresh policy, on held-out prompt sets.
 
     python -m cluster.refine_bench --policy runs/storyworld/policy.pt --prompt-sets 6 --out results/refine.json
+    python -m cluster.refine_bench --policy runs/storyworld/policy.pt --prompts my_prompts.jsonl   # the file's first rows
 
 For each held-out prompt set, both starts are refined with the same noise and reward models;
 the curve entry at step i is the mean combined reward of the G videos sampled after i updates.
@@ -20,21 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inflvg.generator.weights import load_generator
+from inflvg.config import WorldConfig
 from inflvg.policy import load_policy
-from inflvg.world.story import sample_story
+from inflvg.prompts import load_prompts
+from inflvg.protocol import BACKENDS, load_backend
+from inflvg.world import sample_prompt_set
 
 from .refine import RefineConfig, Refiner
 
 
-def curves(refiner: Refiner, policy, stories: list, fresh_steps: int, amortised_steps: int) -> dict[str, np.ndarray]:
+def curves(refiner: Refiner, policy, prompt_sets: list, fresh_steps: int, amortised_steps: int) -> dict[str, np.ndarray]:
     """-> {'fresh': (P, fresh_steps + 1), 'amortised': (P, amortised_steps + 1)} reward per step."""
     out: dict[str, list] = {"fresh": [], "amortised": []}
     start = time.time()
-    for i, story in enumerate(stories):
-        out["fresh"].append(refiner.refine(None, story, fresh_steps + 1, seed=i).curve)
-        out["amortised"].append(refiner.refine(policy, story, amortised_steps + 1, seed=i).curve)
-        print(f"[{time.time() - start:5.0f}s] prompt set {i + 1}/{len(stories)}", file=sys.stderr, flush=True)
+    for i, ps in enumerate(prompt_sets):
+        out["fresh"].append(refiner.refine(None, ps, fresh_steps + 1, seed=i).curve)
+        out["amortised"].append(refiner.refine(policy, ps, amortised_steps + 1, seed=i).curve)
+        print(f"[{time.time() - start:5.0f}s] prompt set {i + 1}/{len(prompt_sets)}", file=sys.stderr, flush=True)
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -66,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m cluster.refine_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy", required=True, help="the amortised policy (policy.pt)")
     ap.add_argument("--prompt-sets", type=int, default=6)
+    ap.add_argument("--prompts", help="refine on the first --prompt-sets rows of this prompt file (EPS .jsonl) instead of held-out StoryWorld")
+    ap.add_argument("--backend", default="storyworld", choices=list(BACKENDS))
+    ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--fresh-steps", type=int, default=20)
@@ -73,14 +79,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="results/refine.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    model, world, ctx, _ = load_generator(None)
     try:
         policy = load_policy(args.policy)
-    except FileNotFoundError as e:
+        gen = load_backend(args.backend, args.weights)
+        prompt_sets = load_prompts(args.prompts)[: args.prompt_sets] if args.prompts else [
+            sample_prompt_set(50_000 + args.seed + i, "heldout", gen.spec.horizon_frames // gen.spec.frames_per_scene, WorldConfig().cast_size,
+                              f"heldout-{i}")
+            for i in range(args.prompt_sets)
+        ]  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    refiner = Refiner(model, world, ctx, RefineConfig(group_size=args.group_size))
-    stories = [sample_story(50_000 + args.seed + i, "heldout", world.n_scenes, world.cast_size) for i in range(args.prompt_sets)]
-    result = summary(curves(refiner, policy, stories, args.fresh_steps, args.amortised_steps), args.fresh_steps)
+    refiner = Refiner(gen, cfg=RefineConfig(group_size=args.group_size))
+    result = summary(curves(refiner, policy, prompt_sets, args.fresh_steps, args.amortised_steps), args.fresh_steps)
     result["config"] = vars(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inflvg.generator.weights import load_generator
 from learner.actor import Learner
 from reward_actors.config import RewardConfig
 from reward_actors.group import RewardGroup
@@ -18,7 +17,6 @@ class Roles:
     rollouts: RolloutGroup
     rewards: dict  # family -> RewardGroup
     learner: object  # Ray actor handle of a Learner
-    frames_per_scene: int
 
 
 def reward_groups(cfg: RewardConfig) -> dict:
@@ -28,9 +26,8 @@ def reward_groups(cfg: RewardConfig) -> dict:
 def start_roles(cfg: ServiceConfig) -> Roles:
     import ray
 
-    _, world, _, _ = load_generator(cfg.rollout.generator_weights)
     learner = ray.remote(Learner).options(num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus).remote(cfg.learner)
     rollouts = RolloutGroup(cfg.rollout, cfg.learner.policy)
     version, weights = ray.get(learner.weights.remote())
     rollouts.sync(version, ray.put(weights))
-    return Roles(rollouts, reward_groups(cfg.rewards), learner, world.frames_per_scene)
+    return Roles(rollouts, reward_groups(cfg.rewards), learner)

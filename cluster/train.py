@@ -1,8 +1,8 @@
 """The training driver: the entrypoint that `ray job submit` runs.
 
-    python -m cluster.train --preset debug|storyworld|gpu [--steps N] [--resume auto] [--faults rollout@1,reward@2]
+    python -m cluster.train --preset debug|storyworld|gpu [--prompts FILE.jsonl] [--steps N] [--resume auto] [--faults rollout@1,reward@2]
 
-One step reads as the algorithm (DESIGN.md section 3): sample prompt sets, roll out G videos
+One step reads as the algorithm: sample prompt sets, roll out G videos
 each, score every scene, update the policy with GRPO, push the new weights, log, checkpoint.
 """
 
@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from inflvg.policy import SelectionPolicy, save_policy
+from inflvg.prompts import load_prompts
 from learner.checkpoint import latest_checkpoint, load_driver_state
 
 from .config import ServiceConfig, preset
@@ -41,9 +42,8 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
     with faults.during("rollout", step):
         rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
     timings["time_rollout"], t = time.perf_counter() - t, time.perf_counter()
-    stories = dict(prompt_sets)
     with faults.during("reward", step):
-        reward = score_rollouts(rollouts, stories, roles.frames_per_scene, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
+        reward = score_rollouts(rollouts, {ps.id: ps for ps in prompt_sets}, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
     timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
     learned = ray.get(roles.learner.update.remote(rollouts))
     timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
@@ -70,7 +70,7 @@ def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
     run_dir = Path(cfg.output_root) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     roles = start_roles(cfg)
-    sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size)
+    sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size, cfg.prompts)
     start_step = restore(cfg, roles, sampler, run_dir / "checkpoints", resume)
     tracker = Tracker(cfg, run_dir, cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db")
     step_log = open_step_log(run_dir / "steps.jsonl", start_step)
@@ -145,6 +145,8 @@ def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="storyworld", help="debug, storyworld or gpu")
+    ap.add_argument("--prompts", help="train on this prompt file (EPS .jsonl, free text) instead of StoryWorld's training split; "
+                                      "its rows set the scene counts")  # fmt: skip
     ap.add_argument("--steps", type=int, help="override the preset's number of steps")
     ap.add_argument("--run-name", help="override the preset's run name")
     ap.add_argument("--seed", type=int)
@@ -157,8 +159,10 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         faults = parse_faults(args.faults)
         cfg = preset(args.preset)
-        overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root}
+        overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root, "prompts": args.prompts}
         cfg = apply_overrides(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), args.set)
+        if cfg.prompts:
+            load_prompts(cfg.prompts)  # a bad row fails here, before Ray or any step starts
     except ValueError as e:
         ap.error(str(e))
     ray_init()

@@ -28,7 +28,7 @@ from inflvg.rollout import Rollout, Transition, TransitionBatch, collate_transit
 
 from . import checkpoint as ckpt
 from .config import LearnerConfig
-from .grpo import advantage_stats, credit_transitions, grpo_loss, kl_k3, per_transition_credit
+from .grpo import advantage_stats, credit_transitions, grpo_loss, kl_k3, per_transition_credit, stack_scene_rewards
 
 ENGINE_TAG = "engine"  # DeepSpeed's sub-directory (its "tag") inside one checkpoint directory
 
@@ -79,12 +79,13 @@ def _take(batch: TransitionBatch, idx: torch.Tensor, device: torch.device) -> Tr
 def _scene_reward_stats(groups: list[list[Rollout]]) -> dict[str, float]:
     """Counts over the (prompt set, scene) groups that hold an action (scene 0 usually holds none)."""
     scenes = sorted({t.scene for g in groups for r in g for t in r.transitions})
-    rewards = torch.stack([torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
-    rewards = rewards[:, :, scenes]  # (P, G, S_acted)
+    rewards, real = stack_scene_rewards(groups)
+    rewards, real = rewards[:, :, scenes], real[:, :, scenes]  # (P, G, S_acted)
     _, excluded = per_transition_credit(rewards)
-    stats = advantage_stats(rewards.transpose(1, 2), excluded.transpose(1, 2))  # groups along G
+    pairs = real[:, 0, :]  # (P, S_acted): the scene exists in that group's prompt set
+    stats = advantage_stats(rewards.transpose(1, 2)[pairs], excluded.transpose(1, 2)[pairs])  # (pairs, G), groups along G
     return {
-        "reward_mean": float(rewards.nanmean()) if rewards.numel() else float("nan"),
+        "reward_mean": float(rewards[real].nanmean()) if real.any() else float("nan"),
         "zero_variance_fraction": stats["zero_variance_groups"] / max(stats["groups"], 1.0),
         "masked_rewards": stats["masked_rewards"],
     }

@@ -79,13 +79,29 @@ def per_transition_credit(
     return adv.transpose(1, 2), excluded.transpose(1, 2)
 
 
+def stack_scene_rewards(groups: list[list[Rollout]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Groups (P lists of G rollouts) -> (rewards (P, G, S_max) fp32, real (P, G, S_max) bool).
+
+    The rollouts of one group share a prompt set and so a scene count; groups may differ (a
+    prompt file that mixes scene counts). Scenes past a group's count are NaN, which the credit
+    treats as masked: no signal, no gradient, and not counted as a masked reward (``real``)."""
+    for g in groups:
+        if len({len(r.scene_rewards) for r in g}) != 1:
+            raise ValueError(f"the rollouts of group {g[0].group_id} differ in scene count; a group is one prompt set")
+    s_max = max(len(g[0].scene_rewards) for g in groups)
+    rewards = torch.full((len(groups), len(groups[0]), s_max), float("nan"))
+    real = torch.zeros(rewards.shape, dtype=torch.bool)
+    for p, g in enumerate(groups):
+        n = len(g[0].scene_rewards)
+        rewards[p, :, :n] = torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g])
+        real[p, :, :n] = True
+    return rewards, real
+
+
 def credit_transitions(groups: list[list[Rollout]], eps: float = 1e-6, scale: str = "group") -> tuple[list[Transition], torch.Tensor, torch.Tensor]:
     """Groups of rollouts (P lists of G, e.g. from ``inflvg.rollout.group_rollouts``) -> the M
     transitions of all rollouts, their advantages (M,) from ``per_transition_credit`` and valid (M,)."""
-    scenes = {len(r.scene_rewards) for g in groups for r in g}
-    if len(scenes) != 1:
-        raise ValueError(f"every rollout must have the same number of scenes, got {sorted(scenes)}")
-    rewards = torch.stack([torch.stack([torch.tensor(r.scene_rewards, dtype=torch.float32) for r in g]) for g in groups])
+    rewards, _ = stack_scene_rewards(groups)
     adv, excluded = per_transition_credit(rewards, eps, scale=scale)
     transitions, index = [], []
     for p, group in enumerate(groups):

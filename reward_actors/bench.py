@@ -4,6 +4,9 @@
 
 Each family runs in one Ray actor on loopback (the cache disabled), fed first one call with all
 scenes, then one call per scene; medians over repeats; the ratio is measured inside one run.
+The scenes are rendered held-out returning scenes, each with the history production gives the
+identity reward: the earlier scenes about the subject its prompt names, chosen from the prompts
+(``reward_actors.history``), not from the world's ground truth.
 """
 
 from __future__ import annotations
@@ -16,30 +19,32 @@ from pathlib import Path
 import numpy as np
 
 from inflvg.config import WorldConfig
-from inflvg.world.story import render_story, sample_story, subject_history
+from inflvg.world.eps import prompt_set_of
+from inflvg.world.story import render_story, sample_story
 
 from .cache import ScoreCache
 from .config import AlignmentConfig, ArtifactConfig, IdentityConfig
 from .group import RewardGroup
+from .history import video_scene_batch
 from .types import SceneBatch
 
 FAMILIES = {"alignment": AlignmentConfig, "identity": IdentityConfig, "artifacts": ArtifactConfig}
 
 
 def returning_scenes(n: int, seed: int) -> SceneBatch:
-    """n rendered held-out scenes whose subject appeared before (so identity has a history)."""
-    world, fps = WorldConfig(), WorldConfig().frames_per_scene
+    """n rendered held-out scenes whose subject appeared before (so identity has a history), each
+    with the history production uses: chosen from the prompts (``reward_actors.history``)."""
+    world = WorldConfig()
     frames, prompts, history = [], [], []
     i = 0
     while len(frames) < n:
         story = sample_story(seed + i, "heldout", world.n_scenes, world.cast_size)
-        video = render_story(story, world).frames
-        for sc in range(world.n_scenes):
-            hist = subject_history(story, video, fps, sc)
-            if hist is not None and len(frames) < n:
-                frames.append(video[sc * fps : (sc + 1) * fps])
-                prompts.append(story.prompt(sc))
-                history.append(hist)
+        scenes = video_scene_batch([render_story(story, world).frames], prompt_set_of(story, f"bench-{seed + i}"), world.frames_per_scene)
+        for f, p, h in zip(scenes.frames, scenes.prompts, scenes.history):
+            if h is not None and len(frames) < n:
+                frames.append(f)
+                prompts.append(p)
+                history.append(h)
         i += 1
     return SceneBatch(frames, prompts, history)
 

@@ -2,24 +2,43 @@
 
     python -m reward_actors.calibrate --split heldout --seed 0 --out results/calibration.json
 
-The shipped generator makes each prompt set's video under oracle-K, random-K and sliding-window
-context (same noise), so scenes range from consistent to not. Then:
+The shipped generator (``inflvg.protocol.load_backend("storyworld")``) makes each prompt set's
+video under oracle-K, random-K and sliding-window context (same noise), so scenes range from
+consistent to not. The prompt sets are StoryWorld stories as the service sees them
+(``inflvg.world.eps.prompt_set_of``: free text plus the subject tags the prompts name); this
+script alone also keeps each story, the ground truth the readers' side reads. Then:
 - alignment: every generated scene is scored against its own prompt and against the same prompt
   with the background swapped; the reader's value is the share of frames whose read background is
   the prompt's. Spearman over all (scene, prompt) pairs.
-- identity: every returning scene is scored against its subject's earlier scenes. The readers'
-  value follows the reward's own protocol: the same sampled frames (up to 8 of the new scene, 8
-  of the history), the subject read in each frame, and the mean attribute agreement over every
-  (new, history) pair of frames that both show one, as alignment's value is a mean over frames.
-  Spearman. Also reported, ``spearman_identity_scene_vote``: against the agreement between one
-  per-attribute vote over each scene's frames (the benchmark's identity measure), which throws
-  away how consistently a blurred subject reads.
-- combined: per prompt set, is the oracle video's mean combined reward above the random one's?
+- identity: every returning scene is scored against a history of earlier scenes, under two
+  protocols. *Production* (``spearman_identity``, ``spearman_identity_scene_vote``): the history
+  the service uses, chosen from the prompts alone (``reward_actors.history``: the earlier scenes
+  about the subject the scene's prompt names, by its tag). *Ground truth*
+  (``..._ground_truth_history``): the earlier scenes of the scene's true character
+  (``inflvg.world.story.subject_history``), as before. The readers' value always reads ground
+  truth: the same sampled frames as the reward (up to 8 of the new scene, 8 of the true
+  character's history), the subject read in each frame, and the mean attribute agreement over
+  every (new, history) pair of frames that both show one, as alignment's value is a mean over
+  frames. Spearman. Also reported, ``spearman_identity_scene_vote``: against the agreement between
+  one per-attribute vote over each scene's frames (the benchmark's identity measure), which throws
+  away how consistently a blurred subject reads. ``identity_history_scenes_differ`` counts the
+  scenes whose production history differs from the ground-truth one; the untagged variant of the
+  same prompt sets (no tags: ``inflvg.subjects`` reads the subject words off the text) reports
+  the share of scenes whose history equals the ground-truth one
+  (``untagged_history_matches_ground_truth``) and its own Spearman.
+- wrong character: on the oracle videos, each returning scene whose video showed another
+  character earlier is spoiled by copying that character's latest earlier scene into it; the
+  share of such scenes the production identity reward scores below the unspoiled scene
+  (``identity_wrong_character_scored_lower``). A reward that compared with whichever earlier
+  character is nearest would score the spoiled scene as high.
+- combined (production protocol): per prompt set, is the oracle video's mean combined reward
+  above the random one's?
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,8 +48,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from inflvg.context import make_strategy
-from inflvg.generator.sample import generate
-from inflvg.generator.weights import load_generator
+from inflvg.generate import generate
+from inflvg.prompts import PromptSet
+from inflvg.protocol import load_backend
+from inflvg.subjects import subject_scenes
+from inflvg.world.eps import prompt_set_of
 from inflvg.world.readers import attribute_agreement, read_background, read_scene, read_subject
 from inflvg.world.story import SPLITS, Story, sample_story, subject_history
 from inflvg.world.vocab import BACKGROUND_NAMES, BACKGROUNDS
@@ -39,10 +61,12 @@ from .alignment import AlignmentScorer
 from .artifacts import ArtifactScorer
 from .combine import combine
 from .config import RewardConfig
+from .history import video_scene_batch
 from .identity import IdentityScorer, sample_frames
-from .types import SceneBatch
+from .types import SceneBatch, ScoreResult
 
 STRATEGIES = ("oracle", "random", "window")
+PROTOCOLS = ("text", "ground_truth", "untagged")  # where the reward's history comes from
 
 
 def swap_background(prompt: str, current: str, rng: np.random.Generator) -> str:
@@ -51,13 +75,23 @@ def swap_background(prompt: str, current: str, rng: np.random.Generator) -> str:
     return f"{head}{BACKGROUNDS[other][2]} {other}"
 
 
-def video_batch(story: Story, frames: np.ndarray, fps: int) -> SceneBatch:
+def ground_truth_scenes(story: Story, scene: int) -> list[int]:
+    """The earlier scenes of ``scene``'s true character (what ``story.subject_history`` concatenates)."""
+    return [i for i in range(scene) if story.scenes[i].character == story.scenes[scene].character]
+
+
+def history_scenes(story: Story, ps: PromptSet, untagged: PromptSet) -> dict[str, list[list[int]]]:
+    """Per protocol, per scene, the earlier scenes the identity reward's history is made of."""
     n = len(story.scenes)
-    return SceneBatch(
-        [frames[i * fps : (i + 1) * fps] for i in range(n)],
-        story.prompts(),
-        [subject_history(story, frames, fps, i) for i in range(n)],
-    )
+    return {
+        "text": [subject_scenes(ps, i) for i in range(n)],
+        "ground_truth": [ground_truth_scenes(story, i) for i in range(n)],
+        "untagged": [subject_scenes(untagged, i) for i in range(n)],
+    }
+
+
+def frames_of(frames: np.ndarray, fps: int, scenes: list[int]) -> np.ndarray | None:
+    return np.concatenate([frames[i * fps : (i + 1) * fps] for i in scenes]) if scenes else None
 
 
 def reader_alignment(frames: np.ndarray, prompt_background: str) -> float:
@@ -65,71 +99,153 @@ def reader_alignment(frames: np.ndarray, prompt_background: str) -> float:
 
 
 def reader_identity_votes(story: Story, frames: np.ndarray, fps: int, scene: int) -> float:
-    """Attribute agreement of the scene-vote readings, now against each earlier scene, mean."""
+    """Attribute agreement of the scene-vote readings, now against each earlier scene of the true
+    character, mean; nan at the character's first appearance."""
     read = lambda i: read_scene(frames[i * fps : (i + 1) * fps]).subject  # noqa: E731
-    earlier = [i for i in range(scene) if story.scenes[i].character == story.scenes[scene].character]
+    earlier = ground_truth_scenes(story, scene)
+    if not earlier:
+        return float("nan")
     now = read(scene)
     return float(np.mean([attribute_agreement(now, read(i)) for i in earlier]))
 
 
 def reader_identity_pairs(story: Story, frames: np.ndarray, fps: int, scene: int, k_new: int = 8, k_history: int = 8) -> float:
     """Mean attribute agreement over (new, history) frame pairs, the frames sampled as the identity
-    reward samples them and read one by one; nan when either side shows no subject."""
+    reward samples them and read one by one, the history the true character's earlier scenes;
+    nan when either side shows no subject (or the character first appears)."""
     def readings(clip: np.ndarray, k: int) -> list:
         return [r for r in (read_subject(f, read_background(f)) for f in sample_frames(clip, k)) if r is not None]
 
     new = readings(frames[scene * fps : (scene + 1) * fps], k_new)
-    old = readings(subject_history(story, frames, fps, scene), k_history)
+    history = subject_history(story, frames, fps, scene)
+    old = [] if history is None else readings(history, k_history)
     if not new or not old:
         return float("nan")
     return float(np.mean([attribute_agreement(a, b) for a in new for b in old]))
 
 
-def generate_all(stories: list[Story], seed: int, batch: int = 16) -> tuple[dict[str, np.ndarray], int]:
-    model, world, ctx, _ = load_generator()
+def generate_all(prompt_sets: list[PromptSet], seed: int, batch: int = 16) -> tuple[dict[str, np.ndarray], int]:
+    gen = load_backend("storyworld")
     out = {}
     for name in STRATEGIES:
         parts = []
-        for start in range(0, len(stories), batch):
-            res = generate(model, stories[start : start + batch], world, ctx, make_strategy(name), seed=seed + start)
+        for start in range(0, len(prompt_sets), batch):
+            res = generate(gen, prompt_sets[start : start + batch], make_strategy(name), seed=seed + start)
             parts.append(res.frames)
         out[name] = np.concatenate(parts)
-        print(f"  generated {len(stories)} videos with {name}", file=sys.stderr)
-    return out, world.frames_per_scene
+        print(f"  generated {len(prompt_sets)} videos with {name}", file=sys.stderr, flush=True)
+    return out, gen.spec.frames_per_scene
+
+
+def identity_by_protocol(ident: IdentityScorer, prompts: list[str], frames: np.ndarray, fps: int,
+                         histories: dict[str, list[list[int]]]) -> dict[str, ScoreResult]:  # fmt: skip
+    """The identity reward of every scene of one video under each protocol's history; a (scene,
+    history) pair two protocols share is scored once."""
+    n = len(prompts)
+    items = sorted({(i, tuple(h[i])) for h in histories.values() for i in range(n) if h[i]})
+    scored = {}
+    if items:
+        res = ident.score(SceneBatch([frames[i * fps : (i + 1) * fps] for i, _ in items], [prompts[i] for i, _ in items],
+                                     [frames_of(frames, fps, list(h)) for _, h in items]))  # fmt: skip
+        scored = {item: (res.scores[k], res.reasons[k]) for k, item in enumerate(items)}
+    out = {}
+    for name, h in histories.items():
+        pairs = [scored[(i, tuple(h[i]))] if h[i] else (np.nan, "no history") for i in range(n)]
+        scores = np.array([s for s, _ in pairs], np.float64)
+        out[name] = ScoreResult(scores, ~np.isnan(scores), [r for _, r in pairs], ident.name, ident.version)
+    return out
+
+
+def wrong_character_scenes(story: Story, scene: int) -> int | None:
+    """The latest earlier scene of another character than ``scene``'s, at a returning scene; else None."""
+    if not ground_truth_scenes(story, scene):
+        return None
+    others = [i for i in range(scene) if story.scenes[i].character != story.scenes[scene].character]
+    return others[-1] if others else None
+
+
+def _spearman(model: list, reader: list) -> float:
+    return float(spearmanr(model, reader, nan_policy="omit").statistic)
 
 
 def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -> dict:
     stories = [sample_story(seed + i, split, 8, 4) for i in range(n_sets)]
-    videos, fps = generate_all(stories, seed)
+    prompt_sets = [prompt_set_of(story, f"{split}-{seed + i}") for i, story in enumerate(stories)]
+    untagged = [dataclasses.replace(ps, subjects=None) for ps in prompt_sets]
+    histories = [history_scenes(story, ps, un) for story, ps, un in zip(stories, prompt_sets, untagged)]
+    videos, fps = generate_all(prompt_sets, seed)
     align, ident, art = AlignmentScorer(), IdentityScorer(identity), ArtifactScorer()
     weights = dict(RewardConfig().weights)
     rng = np.random.default_rng(seed)
-    a_model, a_reader, i_model, i_pairs, i_votes, mean_reward = [], [], [], [], [], {s: [] for s in STRATEGIES}
+    a_model, a_reader, mean_reward = [], [], {s: [] for s in STRATEGIES}
+    i_model = {p: [] for p in PROTOCOLS}
+    i_pairs = {p: [] for p in PROTOCOLS}
+    i_votes = {p: [] for p in PROTOCOLS}
+    trap_true, trap_spoiled = [], []
     for name, frames_all in videos.items():
-        for story, frames in zip(stories, frames_all):
-            batch = video_batch(story, frames, fps)
-            results = {"alignment": align.score(batch), "identity": ident.score(batch), "artifacts": art.score(batch)}
+        for story, ps, hist, frames in zip(stories, prompt_sets, histories, frames_all):
+            batch = video_scene_batch([frames], ps, fps)  # the production batch: history chosen from the prompts
+            identities = identity_by_protocol(ident, batch.prompts, frames, fps, hist)
+            results = {"alignment": align.score(batch), "identity": identities["text"], "artifacts": art.score(batch)}
             mean_reward[name].append(float(np.nanmean(combine(results, weights).total)))
             swapped = [swap_background(p, sc.background, rng) for p, sc in zip(batch.prompts, story.scenes)]
             a_swapped = align.score(SceneBatch(batch.frames, swapped)).scores
+            readers: dict[int, tuple[float, float]] = {}
             for i, sc in enumerate(story.scenes):
                 a_model += [results["alignment"].scores[i], a_swapped[i]]
                 a_reader += [reader_alignment(batch.frames[i], sc.background), reader_alignment(batch.frames[i], swapped[i].split()[-1])]
-                if results["identity"].valid[i]:
-                    i_model.append(results["identity"].scores[i])
-                    i_pairs.append(reader_identity_pairs(story, frames, fps, i))
-                    i_votes.append(reader_identity_votes(story, frames, fps, i))
+                for protocol, res in identities.items():
+                    if not res.valid[i]:
+                        continue
+                    if i not in readers:  # the readers read ground truth, whichever history the reward used
+                        readers[i] = (reader_identity_pairs(story, frames, fps, i), reader_identity_votes(story, frames, fps, i))
+                    i_model[protocol].append(res.scores[i])
+                    i_pairs[protocol].append(readers[i][0])
+                    i_votes[protocol].append(readers[i][1])
+            if name == "oracle":
+                spoiled, rows = frames.copy(), []
+                for i in range(len(story.scenes)):
+                    other = wrong_character_scenes(story, i)
+                    if other is not None and identities["text"].valid[i]:
+                        spoiled[i * fps : (i + 1) * fps] = frames[other * fps : (other + 1) * fps]
+                        rows.append(i)
+                if rows:
+                    res = ident.score(SceneBatch([spoiled[i * fps : (i + 1) * fps] for i in rows], [batch.prompts[i] for i in rows],
+                                                 [batch.history[i] for i in rows]))  # fmt: skip
+                    trap_true += [identities["text"].scores[i] for i in rows]
+                    trap_spoiled += list(res.scores)
     above = np.array(mean_reward["oracle"]) > np.array(mean_reward["random"])
-    return {
+    trap_true, trap_spoiled = np.array(trap_true), np.array(trap_spoiled)
+    trap_ok = ~np.isnan(trap_spoiled)
+    n_scenes = sum(len(h["text"]) for h in histories)
+    differ = lambda p: sum(a != b for h in histories for a, b in zip(h[p], h["ground_truth"]))  # noqa: E731
+    report = {
         "split": split, "seed": seed, "prompt_sets": n_sets,
         "spearman_alignment": float(spearmanr(a_model, a_reader).statistic),
-        "spearman_identity": float(spearmanr(i_model, i_pairs, nan_policy="omit").statistic),
-        "spearman_identity_scene_vote": float(spearmanr(i_model, i_votes).statistic),
+        "spearman_identity": _spearman(i_model["text"], i_pairs["text"]),
+        "spearman_identity_scene_vote": _spearman(i_model["text"], i_votes["text"]),
+        "spearman_identity_ground_truth_history": _spearman(i_model["ground_truth"], i_pairs["ground_truth"]),
+        "spearman_identity_scene_vote_ground_truth_history": _spearman(i_model["ground_truth"], i_votes["ground_truth"]),
+        "spearman_identity_untagged_history": _spearman(i_model["untagged"], i_pairs["untagged"]),
+        "spearman_identity_scene_vote_untagged_history": _spearman(i_model["untagged"], i_votes["untagged"]),
+        "identity_history_scenes": n_scenes,
+        "identity_history_scenes_differ": differ("text"),
+        "untagged_history_scenes_differ": differ("untagged"),
+        "untagged_history_matches_ground_truth": 1.0 - differ("untagged") / n_scenes,
+        "identity_wrong_character_scenes": int(trap_ok.sum()),
+        "identity_wrong_character_scored_lower": float(np.mean(trap_spoiled[trap_ok] < trap_true[trap_ok])) if trap_ok.any() else float("nan"),
+        "identity_wrong_character_mean_scores": {"own": float(np.mean(trap_true[trap_ok])) if trap_ok.any() else float("nan"),
+                                                  "spoiled": float(np.mean(trap_spoiled[trap_ok])) if trap_ok.any() else float("nan")},
         "oracle_above_random": float(above.mean()),
         "mean_combined_reward": {k: float(np.mean(v)) for k, v in mean_reward.items()},
-        "alignment_pairs": len(a_model), "identity_pairs": len(i_model), "identity_pairs_unread": int(np.isnan(i_pairs).sum()),
+        "alignment_pairs": len(a_model),
+        "identity_pairs": len(i_model["text"]), "identity_pairs_unread": int(np.isnan(i_pairs["text"]).sum()),
+        "identity_pairs_ground_truth_history": len(i_model["ground_truth"]),
+        "identity_pairs_unread_ground_truth_history": int(np.isnan(i_pairs["ground_truth"]).sum()),
+        "identity_pairs_untagged_history": len(i_model["untagged"]),
         "models": {"alignment": [align.name, align.version], "identity": [ident.name, ident.version], "artifacts": [art.name, art.version]},
     }  # fmt: skip
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -56,18 +56,23 @@ def label_scenes(stories: list, frames: np.ndarray, fps: int, classes: dict[Iden
 
 def generated_crops(n_videos: int, classes: list[Identity], seed: int = 0, batch: int = 16) -> GeneratedCrops:
     """Generate ``n_videos`` training-split videos (strategies in turn) and label their crops."""
+    from inflvg.config import WorldConfig
     from inflvg.context import make_strategy
-    from inflvg.generator.sample import generate
-    from inflvg.generator.weights import load_generator
+    from inflvg.generate import generate
+    from inflvg.protocol import load_backend
+    from inflvg.world.eps import prompt_set_of
 
-    model, world, ctx, _ = load_generator()
+    gen, world = load_backend("storyworld"), WorldConfig()
+    fps = gen.spec.frames_per_scene
+    n_scenes = gen.spec.horizon_frames // fps  # the generator's training horizon, in scenes
     index, detector = {c: i for i, c in enumerate(classes)}, StoryWorldDetector()
     crops, labels, kept, skipped, start = [], [], 0, 0, time.time()
     for b, first in enumerate(range(0, n_videos, batch)):
         seeds = range(SEED_OFFSET + seed * n_videos + first, SEED_OFFSET + seed * n_videos + min(first + batch, n_videos))
-        stories = [sample_story(s, "train", world.n_scenes, world.cast_size) for s in seeds]
-        res = generate(model, stories, world, ctx, make_strategy(STRATEGIES[b % len(STRATEGIES)]), seed=seed + first)
-        c, l, k, s = label_scenes(stories, res.frames, world.frames_per_scene, index, detector)
+        stories = [sample_story(s, "train", n_scenes, world.cast_size) for s in seeds]
+        prompt_sets = [prompt_set_of(story, f"train-{s}") for story, s in zip(stories, seeds)]
+        res = generate(gen, prompt_sets, make_strategy(STRATEGIES[b % len(STRATEGIES)]), seed=seed + first)
+        c, l, k, s = label_scenes(stories, res.frames, fps, index, detector)
         crops, labels, kept, skipped = crops + c, labels + l, kept + k, skipped + s
         print(f"generated {min(first + batch, n_videos)}/{n_videos} videos, {len(crops)} crops, {time.time() - start:.0f}s", file=sys.stderr, flush=True)
     return GeneratedCrops(crops, np.asarray(labels, np.int64), kept, skipped)

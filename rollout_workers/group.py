@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 from inflvg.policy import PolicyConfig
+from inflvg.prompts import PromptSet
 from inflvg.rollout import Rollout
 
 from .config import RolloutConfig
-from .worker import NoWeightsError, PromptSet, RolloutWorker
+from .worker import NoWeightsError, RolloutWorker
 
 Call = Callable  # (handle, prompt_sets chunk, first_index) -> ObjectRef of list[Rollout]
 

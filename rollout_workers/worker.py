@@ -1,16 +1,17 @@
 """The rollout worker: the frozen generator plus a replica of the selection policy -> GRPO groups.
 
-For each prompt set (one story), G videos are generated with the current policy. They share the
-generator's noise and differ only by the policy's sampled selections (InfLVG, arXiv 2505.17574,
-section 3). The G copies of the story are generated as one batch with ``shared_noise`` (1.5x
-faster than one by one on a CPU core), each row with its own selection seed.
+For each prompt set, G videos are generated with the current policy. They share the generator's
+noise and differ only by the policy's sampled selections (InfLVG, arXiv 2505.17574, section 3).
+The G copies of the prompt set are generated as one batch with ``shared_noise`` (1.5x faster
+than one by one on a CPU core), each row with its own selection seed. The worker speaks to the
+generator only through ``inflvg.protocol``; its backend is ``RolloutConfig.backend``.
 
 Seeds are derived per prompt set from the call's base seeds and the prompt set's position in
 the whole request (``first_index + i``), never from the worker, so a prompt set gives the same
 rollouts on whichever replica runs it, and every group can be reproduced from its records:
 
     seeds = [r.selection_seed for r in group]   # in rollout_index order
-    generate(model, [story] * G, world, ctx, LearnedStrategy(policy, embed, seed=seeds), seed=group[0].noise_seed,
+    generate(gen, [prompt_set] * G, LearnedStrategy(policy, embed, seed=seeds), seed=group[0].noise_seed, ctx=ctx,
              shared_noise=True).frames[g]      # == group[g].frames
 
 Rewards are not computed here: ``scene_rewards`` is left NaN and ``scores`` empty; the driver
@@ -25,14 +26,14 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from inflvg.generator.sample import GenerationResult, generate
-from inflvg.generator.weights import load_generator
+from inflvg.generate import GenerationResult, generate
 from inflvg.policy import LearnedStrategy, PolicyConfig, PromptEmbedder, SelectionPolicy
+from inflvg.prompts import PromptSet
+from inflvg.protocol import load_backend
 from inflvg.rollout import Rollout
 
 from .config import RolloutConfig
 
-PromptSet = tuple  # (prompt_set_id: str, story: inflvg.world.Story)
 GREEDY_SEED = -1  # Rollout.selection_seed of a greedy (evaluation) rollout: no selection noise
 
 
@@ -66,16 +67,18 @@ class RolloutWorker:
         torch.set_num_threads(cfg.threads)  # more threads than reserved cores is 10-60x slower
         self.cfg = cfg
         self.device = "cuda" if cfg.num_gpus > 0 else "cpu"
-        self.model, self.world, ctx, self.meta = load_generator(cfg.generator_weights, self.device)
+        self.gen = load_backend(cfg.backend, cfg.generator_weights, self.device)
+        ctx = self.gen.spec.context
         self.ctx = ctx if cfg.budget_k is None else replace(ctx, budget_k=cfg.budget_k)
-        d = self.model.cfg.d_model
-        if (policy_cfg.d_feature, policy_cfg.d_prompt) != (d, d):
+        spec = self.gen.spec
+        if (policy_cfg.d_feature, policy_cfg.d_prompt) != (spec.d_feature, spec.d_prompt):
             raise ValueError(
-                f"PolicyConfig.d_feature and d_prompt must equal the generator's d_model ({d}), got "
-                f"({policy_cfg.d_feature}, {policy_cfg.d_prompt}); build PolicyConfig(d_feature={d}, d_prompt={d}, ...)"
+                f"PolicyConfig.d_feature and d_prompt must equal the generator's feature and prompt widths "
+                f"({spec.d_feature}, {spec.d_prompt}), got ({policy_cfg.d_feature}, {policy_cfg.d_prompt}); "
+                f"build PolicyConfig(d_feature={spec.d_feature}, d_prompt={spec.d_prompt}, ...)"
             )
         self.policy = SelectionPolicy(policy_cfg).to(self.device).eval().requires_grad_(False)
-        self.embed = PromptEmbedder(self.model)
+        self.embed = PromptEmbedder(self.gen)
         self._version = -1
 
     def set_weights(self, version: int, state_dict: dict) -> bool:
@@ -104,14 +107,14 @@ class RolloutWorker:
         request over replicas); it sets each prompt set's seeds and its ``group_id``."""
         self._check_call(prompt_sets, noise_seed, selection_seed, first_index)
         out = []
-        for i, (set_id, story) in enumerate(prompt_sets):
+        for i, ps in enumerate(prompt_sets):
             index = first_index + i
             noise, g_size = group_noise_seed(noise_seed, index), self.cfg.group_size
             seeds = [rollout_selection_seed(selection_seed, index, g) for g in range(g_size)]
             strategy = LearnedStrategy(self.policy, self.embed, seed=seeds)
-            res = generate(self.model, [story] * g_size, self.world, self.ctx, strategy, seed=noise, shared_noise=True)
+            res = generate(self.gen, [ps] * g_size, strategy, seed=noise, ctx=self.ctx, shared_noise=True)
             transitions = strategy.video_transitions() or [[]] * g_size
-            out += [self._record(set_id, story, index, g, noise, seeds[g], res, transitions[g]) for g in range(g_size)]
+            out += [self._record(ps, index, g, noise, seeds[g], res, transitions[g]) for g in range(g_size)]
         return out
 
     def greedy_rollout(self, prompt_sets: list[PromptSet], noise_seed: int, first_index: int = 0) -> list[Rollout]:
@@ -121,12 +124,12 @@ class RolloutWorker:
         paired; selection_seed is ``GREEDY_SEED`` and no transitions are recorded."""
         self._check_call(prompt_sets, noise_seed, 0, first_index)
         out = []
-        for i, (set_id, story) in enumerate(prompt_sets):
+        for i, ps in enumerate(prompt_sets):
             index = first_index + i
             noise = group_noise_seed(noise_seed, index)
             strategy = LearnedStrategy(self.policy, self.embed, greedy=True, record=False)
-            res = generate(self.model, [story], self.world, self.ctx, strategy, seed=noise)
-            out.append(self._record(set_id, story, index, 0, noise, GREEDY_SEED, res, []))
+            res = generate(self.gen, [ps], strategy, seed=noise, ctx=self.ctx)
+            out.append(self._record(ps, index, 0, noise, GREEDY_SEED, res, []))
         return out
 
     def _check_call(self, prompt_sets, noise_seed, selection_seed, first_index) -> None:
@@ -136,16 +139,16 @@ class RolloutWorker:
         _check_seed("selection_seed", selection_seed)
         _check_seed("first_index", first_index)
         for item in prompt_sets:
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
-                raise ValueError(f"each prompt set must be a (prompt_set_id: str, story: Story) tuple, got {item!r:.80}")
+            if not isinstance(item, PromptSet):
+                raise ValueError(f"each prompt set must be an inflvg.prompts.PromptSet, got {item!r:.80}")
 
-    def _record(self, set_id: str, story, index: int, g: int, noise: int, sel: int, res: GenerationResult,
+    def _record(self, ps: PromptSet, index: int, g: int, noise: int, sel: int, res: GenerationResult,
                 transitions: list) -> Rollout:  # fmt: skip
         """Video ``g`` of ``res`` -> Rollout; rewards NaN until the driver scores it."""
         return Rollout(
-            prompt_set_id=set_id, group_id=index, rollout_index=g, policy_version=self._version,
+            prompt_set_id=ps.id, group_id=index, rollout_index=g, policy_version=self._version,
             noise_seed=noise, selection_seed=sel,
-            scene_rewards=np.full(len(story.scenes), np.nan, np.float32),
-            transitions=transitions, prompts=story.prompts(),
+            scene_rewards=np.full(ps.n_scenes, np.nan, np.float32),
+            transitions=transitions, prompts=list(ps.scenes),
             frames=res.frames[g].copy() if self.cfg.keep_frames else None,  # (T, H, W, 3) uint8
         )  # fmt: skip

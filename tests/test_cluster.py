@@ -1,6 +1,7 @@
 """The debug preset end to end, submitted with `ray job submit` to a real local Ray head: an
 undisturbed run; a run whose rollout and reward actors are killed mid-step; a run whose job is
-stopped mid-way and resumed. Each runs every step exactly once and ends with the same weights."""
+stopped mid-way and resumed. Each runs every step exactly once and ends with the same weights.
+And a run on a free-text prompt file."""
 
 import json
 import os
@@ -119,3 +120,24 @@ def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, 
     diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
     print(f"max |weights - undisturbed run| after a kill and resume: {diff:.3g}")
     assert diff == 0.0
+
+
+def test_a_free_text_prompt_file_trains_through_ray_job_submit(ray_head, tmp_path):
+    """InfLVG-format rows (6 scenes, free text, no tags): the file sets the scene count, whatever the preset says."""
+    address, env = ray_head
+    done = submit(address, env, "--prompts", "tests/data/free_text.jsonl", "--run-name", "freetext", "--output-root", str(tmp_path))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "freetext"
+    assert logged_steps(run) == [0, 1, 2] and (run / "policy.pt").stat().st_size > 0
+    sample = json.loads((run / "videos" / "step00000.json").read_text())
+    rows = [json.loads(line) for line in (REPO / "tests" / "data" / "free_text.jsonl").read_text().splitlines()]
+    assert len(sample["prompts"]) == 6 and sample["prompts"] in [[r[str(i)] for i in range(6)] for r in rows]
+
+
+def test_a_bad_prompt_file_fails_before_anything_starts(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"0": "A dog runs", "1": "The dog sleeps"}\n{"0": "A cat", "subjects": ["dog"]}\n')
+    r = subprocess.run([sys.executable, "-m", "cluster.train", "--preset", "debug", "--prompts", str(bad), "--output-root", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+    assert r.returncode == 2 and f"{bad}:2, key 'subjects': subject tag 'dog'" in r.stderr
+    assert not (tmp_path / "runs").exists()  # nothing half-trained

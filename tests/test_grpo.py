@@ -15,6 +15,7 @@ from learner.grpo import (
     grpo_loss,
     kl_k3,
     per_transition_credit,
+    stack_scene_rewards,
 )
 
 # rewards [1, 2, 3, 4]: mean 2.5, population variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25,
@@ -135,3 +136,16 @@ def test_credit_transitions_maps_each_transition_to_its_scene_advantage():
     transitions, adv, valid = credit_transitions(groups, eps=0.0)
     assert len(transitions) == 4 and valid.all()
     assert torch.allclose(adv, torch.tensor(HAND_1234), atol=1e-6)
+
+
+def test_groups_of_different_scene_counts_are_credited_as_if_alone():
+    """A prompt file may mix scene counts: a 2-scene group beside a 3-scene one gets the same
+    advantages as on its own, and the padding counts as neither a reward nor a masked one."""
+    short = [_rollout(0, i, [0.0, r], [1]) for i, r in enumerate([1.0, 2.0, 3.0, 4.0])]
+    long = [_rollout(1, i, [0.0, 5.0, r], [1, 2]) for i, r in enumerate([4.0, 3.0, 2.0, 1.0])]
+    rewards, real = stack_scene_rewards([short, long])
+    assert rewards.shape == (2, 4, 3) and real[0, :, 2].logical_not().all() and real[1].all()
+    transitions, adv, valid = credit_transitions([short, long], eps=0.0)
+    assert len(transitions) == 12 and valid.tolist() == [True] * 4 + [False, True] * 4  # scene 1 of "long": zero variance
+    assert torch.allclose(adv[:4], torch.tensor(HAND_1234), atol=1e-6)
+    assert torch.allclose(adv[5::2], -torch.tensor(HAND_1234), atol=1e-6)

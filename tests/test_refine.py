@@ -7,16 +7,15 @@ import pytest
 import torch
 
 from cluster.refine import RefineConfig, Refiner
-from inflvg.generator.sample import generate
 from inflvg.context.baselines import make_strategy
+from inflvg.generate import generate
 from inflvg.policy import PolicyConfig, SelectionPolicy
-from inflvg.world.story import sample_story
+from inflvg.world import prompt_set_of, sample_story
 
 
 @pytest.fixture(scope="module")
-def refiner(lively):
-    model, world, ctx = lively
-    return Refiner(model, world, ctx, RefineConfig(group_size=4, lr=1e-2))
+def refiner(lively_gen):
+    return Refiner(lively_gen, cfg=RefineConfig(group_size=4, lr=1e-2))
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,9 @@ def story(lively):
     return next(s for s in (sample_story(i, "heldout", 4, world.cast_size) for i in range(50)) if s.scenes[3].character == s.scenes[1].character)
 
 
-def test_score_gives_every_scene_each_family_and_masks_first_appearances(refiner, story, lively):
-    model, world, ctx = lively
-    frames = generate(model, [story], world, ctx, make_strategy("random"), seed=1).frames[0]
-    scores = refiner.score(frames, story)
+def test_score_gives_every_scene_each_family_and_masks_first_appearances(refiner, story, lively_gen):
+    frames = generate(lively_gen, [prompt_set_of(story, "s")], make_strategy("random"), seed=1).frames[0]
+    scores = refiner.score(frames, prompt_set_of(story, "s"))
     assert len(scores) == len(story.scenes)
     for s, row in enumerate(scores):
         assert set(row) == {"alignment", "identity", "artifacts", "total"}
@@ -41,8 +39,8 @@ def test_refinement_updates_a_private_copy_and_repeats_exactly(refiner, story):
     torch.manual_seed(0)
     start = SelectionPolicy(PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32))
     before = {k: v.clone() for k, v in start.state_dict().items()}
-    a = refiner.refine(start, story, steps=2, seed=3)
-    b = refiner.refine(start, story, steps=2, seed=3)
+    a = refiner.refine(start, prompt_set_of(story, "s"), steps=2, seed=3)
+    b = refiner.refine(start, prompt_set_of(story, "s"), steps=2, seed=3)
     assert all(torch.equal(v, before[k]) for k, v in start.state_dict().items())  # the caller's policy is untouched
     moved = max((a.policy.state_dict()[k] - v).abs().max().item() for k, v in before.items())
     assert moved > 1e-4
@@ -53,11 +51,11 @@ def test_refinement_updates_a_private_copy_and_repeats_exactly(refiner, story):
 
 
 def test_refinement_from_scratch_and_bad_steps(refiner, story):
-    fresh = refiner.refine(None, story, steps=1, seed=0, policy_cfg=PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32))
+    fresh = refiner.refine(None, prompt_set_of(story, "s"), steps=1, seed=0, policy_cfg=PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32))
     assert len(fresh.curve) == 1
-    assert refiner.refine(None, story, steps=0, seed=0).curve == []
+    assert refiner.refine(None, prompt_set_of(story, "s"), steps=0, seed=0).curve == []
     with pytest.raises(ValueError, match="steps"):
-        refiner.refine(None, story, steps=-1)
+        refiner.refine(None, prompt_set_of(story, "s"), steps=-1)
     with pytest.raises(ValueError, match="group_size"):
         RefineConfig(group_size=1)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from inflvg.generator.sample import generate
+from inflvg.generate import generate
 from inflvg.generator.weights import save_generator
 from inflvg.policy import LearnedStrategy, PolicyConfig, SelectionPolicy
 from inflvg.rollout import read_parquet, write_parquet
-from inflvg.world import sample_story
+from inflvg.world import sample_prompt_set
 from rollout_workers.config import RolloutConfig
 from rollout_workers.worker import NoWeightsError, RolloutWorker
 
@@ -52,7 +52,7 @@ def worker(weights, state_dicts) -> RolloutWorker:
 @pytest.fixture(scope="module")
 def prompt_sets(tiny) -> list:
     _, world, _ = tiny
-    return [(f"set-{i}", sample_story(100 + i, "train", N_SCENES, world.cast_size)) for i in range(N_SETS)]
+    return [sample_prompt_set(100 + i, "train", N_SCENES, world.cast_size, f"set-{i}") for i in range(N_SETS)]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def assert_same(a: list, b: list) -> None:
 
 def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_sets, tmp_path):
     rollouts = expected[0][: 2 * G]
-    fps, world = worker.world.frames_per_scene, worker.world
+    fps, (height, width) = worker.gen.spec.frames_per_scene, worker.gen.spec.frame_shape
     assert [(r.prompt_set_id, r.group_id, r.rollout_index) for r in rollouts] == [
         (f"set-{i}", i, g) for i in range(2) for g in range(G)
     ]
@@ -86,9 +86,9 @@ def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_
         group = rollouts[i * G : (i + 1) * G]
         assert len({r.noise_seed for r in group}) == 1 and len({r.selection_seed for r in group}) == G
         first = group[0]
-        assert first.frames.shape == (N_SCENES * fps, world.frame_size, world.frame_size, 3) and first.frames.dtype == np.uint8
+        assert first.frames.shape == (N_SCENES * fps, height, width, 3) and first.frames.dtype == np.uint8
         for r in group:
-            assert r.policy_version == 3 and r.prompts == prompt_sets[i][1].prompts()
+            assert r.policy_version == 3 and r.prompts == list(prompt_sets[i].scenes)
             assert r.scene_rewards.shape == (N_SCENES,) and np.isnan(r.scene_rewards).all()  # the driver scores later
             assert [t.scene for t in r.transitions] == list(range(1, N_SCENES))  # scene 0: empty pool, no action
             assert all(t.chosen.shape == (worker.ctx.budget_k,) and np.isfinite(t.logp_old) for t in r.transitions)
@@ -97,9 +97,9 @@ def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_
             assert not np.array_equal(r.transitions[0].chosen, first.transitions[0].chosen)
             assert not np.array_equal(r.frames[fps:], first.frames[fps:])  # other context, other video
     # a group is reproduced from its records alone
-    group, story = rollouts[G : 2 * G], prompt_sets[1][1]
+    group, ps = rollouts[G : 2 * G], prompt_sets[1]
     strategy = LearnedStrategy(worker.policy, worker.embed, seed=[r.selection_seed for r in group])
-    again = generate(worker.model, [story] * G, world, worker.ctx, strategy, seed=group[0].noise_seed, shared_noise=True)
+    again = generate(worker.gen, [ps] * G, strategy, seed=group[0].noise_seed, ctx=worker.ctx, shared_noise=True)
     assert all(np.array_equal(again.frames[g], r.frames) for g, r in enumerate(group))
     write_parquet(rollouts, tmp_path / "rollouts.parquet")
     assert_same(read_parquet(tmp_path / "rollouts.parquet"), rollouts)
@@ -124,7 +124,7 @@ def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weigh
 @pytest.mark.parametrize(
     "field,value",
     [("group_size", 1), ("budget_k", 0), ("replicas", 0), ("threads", 0), ("max_restarts", -1), ("num_gpus", -1.0),
-     ("keep_frames", "yes"), ("generator_weights", "")],
+     ("keep_frames", "yes"), ("generator_weights", ""), ("backend", "wan")],
 )  # fmt: skip
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=f"RolloutConfig.{field}"):

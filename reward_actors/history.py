@@ -1,0 +1,35 @@
+"""Scenes to score, with the history the identity reward compares each against, found from the
+prompts alone: the earlier scenes about the subject the scene's prompt names (its tag, or its
+subject words, ``inflvg.subjects``). Never from ground truth, and never "whichever earlier scene
+looks closest", which would reward bringing back the wrong character as long as it came back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inflvg.prompts import PromptSet
+from inflvg.subjects import subject_keys, subject_scenes
+
+from .types import SceneBatch
+
+
+def subject_history(video: np.ndarray, ps: PromptSet, frames_per_scene: int, scene: int, keys: list | None = None) -> np.ndarray | None:
+    """video (T, H, W, 3) -> the frames (M, H, W, 3) of the earlier scenes about ``scene``'s subject, or None."""
+    earlier = subject_scenes(ps, scene, keys)
+    if not earlier:
+        return None
+    return np.concatenate([video[i * frames_per_scene : (i + 1) * frames_per_scene] for i in earlier])
+
+
+def video_scene_batch(videos: list[np.ndarray], ps: PromptSet, frames_per_scene: int) -> SceneBatch:
+    """Every scene of videos (T, H, W, 3) of one prompt set, each with its subject's earlier
+    frames as history; video-major order."""
+    keys = subject_keys(ps)
+    frames, prompts, history = [], [], []
+    for video in videos:
+        for s, prompt in enumerate(ps.scenes):
+            frames.append(video[s * frames_per_scene : (s + 1) * frames_per_scene])
+            prompts.append(prompt)
+            history.append(subject_history(video, ps, frames_per_scene, s, keys))
+    return SceneBatch(frames, prompts, history)
