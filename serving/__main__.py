@@ -1,11 +1,12 @@
 """Serve InfLVG over HTTP until interrupted:
 
-    python -m serving --host 127.0.0.1 --port 8000 [--policy PATH | --model-uri URI] [--max-batch-size 8 ...]
+    python -m serving --host 127.0.0.1 --port 8000 [--policy PATH | --model-uri URI] [--prompts FILE.jsonl] [--max-batch-size 8 ...]
 
 Joins the Ray cluster at $RAY_ADDRESS when it is set, else starts a local Ray on 127.0.0.1
 (never a cluster merely found on the machine); starts Serve's proxy on --host/--port and
 deploys the app. Every option is a ServeConfig field. Binding anything but loopback requires
-an API key in $INFLVG_API_KEY.
+an API key in $INFLVG_API_KEY. --prompts FILE: an EPS .jsonl of free-text prompt sets whose rows
+the web page can load (GET /v1/example?row=N).
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ def parse_args(argv: list[str] | None) -> dict:
 
 
 def check_files(cfg: ServeConfig) -> None:
-    """Fail before starting anything when a named local file is missing."""
-    for name in ("generator", "policy"):
+    """Fail before starting anything when a named local file is missing, or the prompt file is
+    not a readable EPS .jsonl within the request bounds."""
+    for name in ("generator", "policy", "prompts"):
         path = getattr(cfg, name)
         if path is not None and not Path(path).is_file():
             raise ValueError(f"--{name} {path!r} is not a file")
+    if cfg.prompts is not None:
+        try:
+            cfg.prompt_sets()
+        except ValueError as e:
+            raise ValueError(f"--prompts: {str(e).removeprefix('ServeConfig.prompts: ')}") from None
 
 
 def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:

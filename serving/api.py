@@ -4,14 +4,15 @@ encodes the frames it returns and answers JSON (or NDJSON progress, then the res
     GET  /             the web page
     GET  /healthz      200 once the generator has loaded its model
     GET  /v1/models    generator, policy, strategies, limits
-    GET  /v1/example   prompts of a held-out StoryWorld story
-    POST /v1/videos    scene prompts + options -> the video with per-scene metadata
+    GET  /v1/example   prompts of a held-out StoryWorld story, or a row of the server's prompt file
+    POST /v1/videos    free-text scene prompts + options -> the video with per-scene metadata
 """
 
 import asyncio
 import base64
 import time
 from pathlib import Path
+from typing import Optional
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -29,6 +30,7 @@ from inflvg.video import encode
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 NDJSON = "application/x-ndjson"
+ORACLE_NOTE = "reads StoryWorld's ground truth: prompts in StoryWorld's grammar only (free text gets 422)"
 
 
 class Backend:
@@ -80,7 +82,7 @@ class Backend:
             "id": job.request_id, "format": fmt, "media_type": FORMATS[fmt], "video": base64.b64encode(video).decode(),
             "width": frames.shape[2] * self.cfg.upscale, "height": frames.shape[1] * self.cfg.upscale, "fps": self.cfg.fps,
             "n_frames": len(frames), "timings_ms": timings,
-            **{k: result[k] for k in ("strategy", "frames_per_scene", "budget_k", "seed", "batch_size", "scenes", "refine")},
+            **{k: result[k] for k in ("strategy", "frames_per_scene", "budget_k", "seed", "batch_size", "unknown_words", "scenes", "refine")},
         }  # fmt: skip
 
 
@@ -100,7 +102,7 @@ ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in 
     (401, "Missing or wrong API key."),
     (409, "Strategy 'learned' without a loaded policy."),
     (413, "Body too large."),
-    (422, "Invalid request: the message names the field."),
+    (422, "Invalid request (a prompt with a control character, 'oracle' on free text, ...): the message names the field."),
     (503, "Generator busy or unreachable."),
     (504, "No answer within request_timeout_s."),
 ]}  # fmt: skip
@@ -109,6 +111,7 @@ ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in 
 def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
     VideoRequest = request_model(cfg)
     backend = Backend(cfg, handle)
+    rows = cfg.prompt_sets() if cfg.prompts else None  # checked when the config was made
     app = FastAPI(title="InfLVG video generation", version="1.0", description=__doc__)
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -133,27 +136,45 @@ def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
         return ModelsResponse(
             generator=info["generator"], policy=info["policy"], default_strategy=cfg.default_strategy, formats=list(FORMATS),
             strategies=[{"name": "learned", "available": cfg.has_policy, "reason": None if cfg.has_policy else "no policy loaded"}]
-            + [{"name": name, "available": True} for name in STRATEGIES],
+            + [{"name": name, "available": True, "reason": ORACLE_NOTE if cls.needs_ground_truth else None} for name, cls in STRATEGIES.items()],
             limits={k: getattr(cfg, k) for k in ("max_scenes", "max_frames_per_scene", "max_prompt_chars", "max_budget_k",
                                                  "max_refine_steps", "max_body_bytes", "request_timeout_s")},
             refiner={"name": cfg.refiner, "available": problem is None, "reason": problem},
+            prompt_rows=None if rows is None else len(rows),
         )  # fmt: skip
 
+    row_help = (f"A row of the server's prompt file ({len(rows)} rows, from 0); default: seed modulo the row count." if rows
+                else "A row of the server's prompt file; this server has none (start it with --prompts FILE).")  # fmt: skip
+
     @app.get("/v1/example", responses={422: ERRORS[422]})
-    async def example(seed: int = Query(0, ge=0, le=MAX_SEED), scenes: int = Query(min(4, cfg.max_scenes), ge=1, le=cfg.max_scenes)) -> ExampleResponse:
-        return ExampleResponse(scenes=example_scenes(seed, scenes))
+    async def example(seed: int = Query(0, ge=0, le=MAX_SEED, description="Which example: a held-out StoryWorld story's seed."),
+                      scenes: int = Query(min(4, cfg.max_scenes), ge=1, le=cfg.max_scenes, description="Scenes of a StoryWorld example."),
+                      row: Optional[int] = Query(None, ge=0, le=len(rows) - 1 if rows else None, description=row_help)) -> ExampleResponse:  # fmt: skip
+        """Example prompts: a row of the server's prompt file when it has one, else a held-out StoryWorld story."""
+        if rows is None:
+            if row is not None:
+                raise FieldError("row", "this server has no prompt file (start it with --prompts FILE); leave row out for a StoryWorld example")
+            return ExampleResponse(id=f"storyworld-heldout-{seed}", scenes=example_scenes(seed, scenes), rows=None)
+        ps = rows[seed % len(rows) if row is None else row]
+        return ExampleResponse(id=ps.id, scenes=list(ps.scenes), rows=len(rows))
 
     @app.post("/v1/videos", dependencies=auth, response_model=VideoResponse,
               responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}, **ERRORS})  # fmt: skip
     async def create_video(body: VideoRequest):
-        job = make_job(body, resolve_strategy(body, cfg), cfg.request_timeout_s)
+        job = make_job(body, resolve_strategy(body, cfg), cfg.request_timeout_s)  # refuses 'oracle' on free text
         if (body.scores or body.refine_steps) and (problem := await backend.refiner_problem()):
             raise FieldError("scores" if body.scores else "refine_steps", problem)
+        if body.frames_per_scene is not None:
+            block = (await backend.generator_info())["generator"].get("frames_per_block", 1)
+            if body.frames_per_scene % block:
+                raise FieldError("frames_per_scene", f"must be a multiple of the generator's frames_per_block ({block}), got {body.frames_per_scene}")
         if body.stream:
             return StreamingResponse(stream(job, body.format), media_type=NDJSON)
         async for event in backend.events(job):
             if event["event"] == "error":
-                return error_response(event["status"], event["detail"])
+                field = event.get("field")
+                problems = [{"field": field, "message": event["detail"].removeprefix(f"{field}: ")}] if field else None
+                return error_response(event["status"], event["detail"], problems)
             if event["event"] == "result":
                 return JSONResponse(await backend.render(event, job, body.format))
 

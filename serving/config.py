@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Literal
 
 API_KEY_HEADER = "X-API-Key"
@@ -26,8 +27,10 @@ class ServeConfig:
     api_key_env: str = "INFLVG_API_KEY"
     """Environment variable holding the API key, read where the app is built; only its SHA-256
     reaches the replicas, so the key never appears in a config or in the Serve dashboard."""
+    backend: str = "storyworld"
+    """Generator backend, a name of ``inflvg.protocol.BACKENDS`` (the generator protocol)."""
     generator: str | None = None
-    """Generator weights (.pt); None: the shipped inflvg/weights/generator.pt."""
+    """The backend's weights (a local path); None: its shipped ones (inflvg/weights/generator.pt)."""
     policy: str | None = None
     """A selection-policy file (policy.pt) for strategy 'learned'."""
     model_uri: str | None = None
@@ -69,6 +72,10 @@ class ServeConfig:
     """Frames per second of the output video."""
     progress_interval_s: float = 0.25
     """How often a running batch reports progress to streaming clients."""
+    prompts: str | None = None
+    """A local EPS .jsonl of prompt sets (InfLVG's format: free text, one row per video) whose rows
+    GET /v1/example?row=N serves, so the web page can load them; None: held-out StoryWorld examples.
+    Read and checked when the config is made: every row must fit max_scenes and max_prompt_chars."""
     refiner: str = "cluster.refine:Refiner"
     """Import path of the class that scores videos and refines the policy at test time; imported
     inside the generator replica the first time a request asks for scores or refinement."""
@@ -99,6 +106,35 @@ class ServeConfig:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if ":" not in self.refiner:
             raise ValueError(f"ServeConfig.refiner must be 'module:Class', got {self.refiner!r}")
+        from inflvg.protocol import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"ServeConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.prompts is not None:
+            self.prompt_sets()
+            # replicas read it too, wherever their working directory is
+            object.__setattr__(self, "prompts", str(Path(self.prompts).resolve()))
+
+    def prompt_sets(self) -> list:
+        """The rows of ``prompts`` (``inflvg.prompts.PromptSet``); ValueError naming the field,
+        the file and the row when it is missing, malformed or beyond the request bounds."""
+        from inflvg.prompts import load_prompts
+
+        if not isinstance(self.prompts, str) or not self.prompts:
+            raise ValueError(f"ServeConfig.prompts must be the path of an EPS .jsonl file, got {self.prompts!r}")
+        try:
+            rows = load_prompts(self.prompts)
+        except (ValueError, OSError) as e:  # missing, unreadable, not UTF-8 JSON rows, bad row
+            raise ValueError(f"ServeConfig.prompts: {e}") from None
+        for n, ps in enumerate(rows):
+            longest = max(len(p) for p in ps.scenes)
+            if ps.n_scenes > self.max_scenes:
+                raise ValueError(f"ServeConfig.prompts: row {n} of {self.prompts!r} has {ps.n_scenes} scenes, "
+                                 f"more than max_scenes ({self.max_scenes}); raise max_scenes or shorten the row")  # fmt: skip
+            if longest > self.max_prompt_chars:
+                raise ValueError(f"ServeConfig.prompts: row {n} of {self.prompts!r} holds a prompt of {longest} characters, "
+                                 f"more than max_prompt_chars ({self.max_prompt_chars}); raise max_prompt_chars")  # fmt: skip
+        return rows
 
     @property
     def has_policy(self) -> bool:

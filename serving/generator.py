@@ -1,11 +1,11 @@
-"""The generator deployment: the frozen generator and the selection policy in one replica. It
-generates compatible requests together (``serve.batch``) and streams each caller progress
-events, then its result: frames (T, H, W, 3) uint8 and per-scene metadata.
+"""The generator deployment: a frozen generator backend (``inflvg.protocol``) and the selection
+policy in one replica. It generates compatible requests together (``serve.batch``) and streams
+each caller progress events, then its result: frames (T, H, W, 3) uint8 and per-scene metadata.
 
 Events (plain dicts, one stream per job):
     {"event": "progress", "stage": "queued" | "refine" | "generate", "done": int, "total": int}
     {"event": "result", "frames": ndarray, "scenes": [...], "timings_ms": {...}, ...}   (last)
-    {"event": "error", "status": int, "detail": str}                                   (last)
+    {"event": "error", "status": int, "detail": str, "field": str | None}              (last)
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from ray import serve
 
 from inflvg.context import make_strategy
-from inflvg.generator.sample import GenerationResult, generate
-from inflvg.generator.weights import load_generator
+from inflvg.generate import GenerationResult, generate
 from inflvg.policy import LearnedStrategy, PromptEmbedder, SelectionPolicy, load_policy
+from inflvg.protocol import load_backend
 
 from .config import ServeConfig
-from .jobs import Job
+from .jobs import FieldError, Job, check_strategy
 
 log = logging.getLogger("ray.serve")
 
@@ -41,18 +42,30 @@ class DeadlineExceeded(Exception):
     """Everyone waiting for this work has given up (504)."""
 
 
+class Refused(Exception):
+    """The request cannot run as asked (422 naming ``field``): a check the ingress also makes,
+    made again where the work runs."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 def policy_source(cfg: ServeConfig) -> str | None:
     return cfg.policy or cfg.model_uri
 
 
-def load_serving_policy(cfg: ServeConfig, d_model: int) -> SelectionPolicy | None:
-    """The policy file, or the policy behind an MLflow URI; None when the config names neither."""
+def load_serving_policy(cfg: ServeConfig, d_feature: int, d_prompt: int | None = None) -> SelectionPolicy | None:
+    """The policy file, or the policy behind an MLflow URI; None when the config names neither.
+    ``d_feature``, ``d_prompt`` (default: ``d_feature``): the backend's widths (``GeneratorSpec``)."""
     policy = _mlflow_policy(cfg) if cfg.model_uri else load_policy(cfg.policy, cfg.device) if cfg.policy else None
     if policy is None:
         return None
-    if (policy.cfg.d_feature, policy.cfg.d_prompt) != (d_model, d_model):
-        raise ValueError(f"policy at {policy_source(cfg)} expects generator width {policy.cfg.d_feature}, "
-                         f"this generator has {d_model}: serve it with the generator it was trained for")  # fmt: skip
+    want = (d_feature, d_prompt or d_feature)
+    if (policy.cfg.d_feature, policy.cfg.d_prompt) != want:
+        raise ValueError(f"policy at {policy_source(cfg)} expects generator width {policy.cfg.d_feature} "
+                         f"(prompt width {policy.cfg.d_prompt}), this generator has {want[0]} ({want[1]}): "
+                         f"serve it with the generator it was trained for")  # fmt: skip
     return policy.eval().requires_grad_(False)
 
 
@@ -96,34 +109,36 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def scene_infos(job: Job, b: int, res: GenerationResult, fps: int, scores: list[dict] | None) -> list[dict]:
-    """Per-scene metadata of video ``b`` of a batch."""
+def scene_infos(job: Job, b: int, res: GenerationResult, fps: int, scores: list[dict] | None, unknown: list[int]) -> list[dict]:
+    """Per-scene metadata of video ``b`` of a batch; ``unknown``: per scene, the prompt's words
+    the backend's tokenizer does not know."""
     out = []
-    for sc, prompt in enumerate(job.story.prompts()):
+    for sc, prompt in enumerate(job.prompt_set.scenes):
         frames = slice(sc * fps, (sc + 1) * fps)
         out.append({
             "index": sc, "prompt": prompt, "first_frame": sc * fps, "n_frames": fps,
             "selected_tokens": int((res.selections[sc][b] >= 0).sum()) if res.selections else None,
             "context_tokens": int(res.context_tokens[frames].max()), "ms_per_frame": float(res.ms_per_frame[frames].mean()),
-            "scores": None if scores is None else {k: _finite(v) for k, v in scores[sc].items()},
+            "unknown_words": unknown[sc], "scores": None if scores is None else {k: _finite(v) for k, v in scores[sc].items()},
         })  # fmt: skip
     return out
 
 
-def error_event(status: int, detail: str) -> dict:
-    return {"event": "error", "status": status, "detail": detail}
+def error_event(status: int, detail: str, field: str | None = None) -> dict:
+    return {"event": "error", "status": status, "detail": detail, "field": field}
 
 
 class VideoGenerator:
-    """One generator replica: the model, the policy, a worker thread that generates batches,
+    """One generator replica: the backend, the policy, a worker thread that generates batches,
     and (on first use) the refiner that scores and refines."""
 
     def __init__(self, cfg: ServeConfig):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
-        self.model, self.world, self.ctx, _ = load_generator(cfg.generator, cfg.device)
-        self.policy = load_serving_policy(cfg, self.model.cfg.d_model)
-        self.embed = PromptEmbedder(self.model)
+        self.gen = load_backend(cfg.backend, cfg.generator, cfg.device)
+        self.spec = self.gen.spec
+        self.policy = load_serving_policy(cfg, self.spec.d_feature, self.spec.d_prompt)
+        self.embed = PromptEmbedder(self.gen)
         self.refiner_class, self.refiners = None, {}
         # one worker thread: batches run one after another, and the event loop stays free to
         # collect the next batch and answer health checks meanwhile
@@ -134,10 +149,11 @@ class VideoGenerator:
         self.generate_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
 
     def info(self) -> dict:
+        spec = self.spec
         gen = {
-            "weights": self.cfg.generator or "shipped", "parameters": sum(p.numel() for p in self.model.parameters()),
-            "frame_size": self.world.frame_size, "frames_per_scene": self.world.frames_per_scene,
-            "budget_k": self.ctx.budget_k, "window_frames": self.ctx.window_frames, "device": self.cfg.device,
+            "backend": spec.backend, "weights": self.cfg.generator or "shipped", "parameters": spec.parameters,
+            "frame_shape": list(spec.frame_shape), "frames_per_scene": spec.frames_per_scene, "frames_per_block": spec.frames_per_block,
+            "budget_k": spec.context.budget_k, "window_frames": spec.context.window_frames, "device": self.cfg.device,
         }  # fmt: skip
         return {"generator": gen, "policy": policy_source(self.cfg) if self.policy is not None else None}
 
@@ -182,7 +198,7 @@ class VideoGenerator:
             self.worker_free.set()
 
     def _queued(self, job: Job) -> dict:
-        total = len(job.story.scenes) * (job.frames_per_scene or self.world.frames_per_scene)
+        total = job.prompt_set.n_scenes * (job.frames_per_scene or self.spec.frames_per_scene)
         return {"event": "progress", "stage": "queued", "done": 0, "total": total}
 
     async def _run_group(self, jobs: list[Job]):
@@ -206,36 +222,50 @@ class VideoGenerator:
             return [error_event(504, f"no answer within request_timeout_s ({self.cfg.request_timeout_s:g} s)")] * len(jobs)
         except Unavailable as e:
             return [error_event(503, str(e))] * len(jobs)
+        except Refused as e:
+            return [error_event(422, str(e), e.field)] * len(jobs)
         except Exception as e:
             log.exception("generation failed")
             return [error_event(500, f"generation failed: {type(e).__name__}: {e}")] * len(jobs)
 
     def _make_videos(self, jobs: list[Job], progress: Progress) -> list[dict]:
-        job, start = jobs[0], time.time()
-        world = replace(self.world, frames_per_scene=job.frames_per_scene or self.world.frames_per_scene)
-        ctx = replace(self.ctx, budget_k=job.budget_k or self.ctx.budget_k)
+        job, start, spec = jobs[0], time.time(), self.spec
+        fps = job.frames_per_scene or spec.frames_per_scene
+        ctx = replace(spec.context, budget_k=job.budget_k or spec.context.budget_k)
+        prompt_sets = [j.prompt_set for j in jobs]
+        if fps % spec.frames_per_block:
+            raise Refused("frames_per_scene", f"must be a multiple of the generator's frames_per_block ({spec.frames_per_block}), got {fps}")
+        try:  # the ingress checked already; checked again where the work runs, never a crash
+            for j in jobs:
+                check_strategy(j.strategy, j.prompt_set)
+        except FieldError as e:
+            raise Refused(e.field, e.message) from None
+        if job.strategy != "learned":
+            strategy = make_strategy(job.strategy)
         policy, refine = self.policy, None
         if job.refine_steps:
             progress.stage, progress.total = "refine", job.refine_steps
-            refined = self._refiner(world, ctx).refine(self.policy, job.story, job.refine_steps, job.seed)
+            refined = self._refiner(fps, ctx).refine(self.policy, job.prompt_set, job.refine_steps, job.seed)
             policy = refined.policy.eval()
             refine = {"steps": job.refine_steps, "rewards": [_finite(r) for r in refined.curve]}
             progress.stage = "generate"
-        if job.strategy == "learned" and policy is None:
-            raise Unavailable("no policy is loaded on this replica")
-        strategy = make_strategy(job.strategy) if job.strategy != "learned" else LearnedStrategy(policy, self.embed, greedy=True, record=False)
+        if job.strategy == "learned":
+            if policy is None:
+                raise Unavailable("no policy is loaded on this replica")
+            strategy = LearnedStrategy(policy, self.embed, greedy=True, record=False)
         generated = time.time()
-        res = generate(self.model, [j.story for j in jobs], world, ctx, strategy, seed=job.seed, progress=progress, shared_noise=True)
+        res = generate(self.gen, prompt_sets, strategy, seed=job.seed, frames_per_scene=fps, ctx=ctx, progress=progress, shared_noise=True)
         timings = {"refine": (generated - start) * 1000, "generate": (time.time() - generated) * 1000}
         out = []
         for b, j in enumerate(jobs):
             scored = time.time()
-            scores = self._refiner(world, ctx).score(res.frames[b], j.story) if j.scores else None
+            scores = self._refiner(fps, ctx).score(res.frames[b], j.prompt_set) if j.scores else None
+            unknown = [len(self.gen.tokenizer.unknown_words(p)) for p in j.prompt_set.scenes]
             out.append({
-                "event": "result", "frames": res.frames[b], "strategy": j.strategy, "frames_per_scene": world.frames_per_scene,
-                "budget_k": ctx.budget_k, "seed": j.seed, "batch_size": len(jobs), "refine": refine,
+                "event": "result", "frames": np.ascontiguousarray(res.frames[b]), "strategy": j.strategy, "frames_per_scene": fps,
+                "budget_k": ctx.budget_k, "seed": j.seed, "batch_size": len(jobs), "refine": refine, "unknown_words": sum(unknown),
                 "timings_ms": {"queue": (start - j.submitted) * 1000, **timings, "score": (time.time() - scored) * 1000},
-                "scenes": scene_infos(j, b, res, world.frames_per_scene, scores),
+                "scenes": scene_infos(j, b, res, fps, scores, unknown),
             })  # fmt: skip
         return out
 
@@ -248,11 +278,11 @@ class VideoGenerator:
                 raise Unavailable(f"scores and refine_steps need the refiner {self.cfg.refiner!r}, which cannot be imported here ({e})") from None
         return self.refiner_class
 
-    def _refiner(self, world, ctx):
+    def _refiner(self, frames_per_scene: int, ctx):
         """One refiner per (frames per scene, budget), built on first use; a few are kept."""
-        key = (world.frames_per_scene, ctx.budget_k)
+        key = (frames_per_scene, ctx.budget_k)
         if key not in self.refiners:
             if len(self.refiners) >= 4:
                 self.refiners.pop(next(iter(self.refiners)))
-            self.refiners[key] = self._refiner_class()(self.model, world, ctx)
+            self.refiners[key] = self._refiner_class()(self.gen, frames_per_scene, ctx)
         return self.refiners[key]

@@ -4,13 +4,15 @@ The request model is built per config so that the OpenAPI schema states the same
 server enforces. Requests are strict: a wrong type is refused, never coerced.
 """
 
+import re
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from inflvg.config import WorldConfig
 from inflvg.context import STRATEGIES
-from inflvg.world.story import sample_story
+from inflvg.prompts import CONTROL_CHARS
+from inflvg.world import sample_prompt_set
 
 from .config import ServeConfig
 
@@ -19,28 +21,44 @@ FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}
 MAX_SEED = 2**31 - 1
 
 
+# the same rule as inflvg.prompts.CONTROL_CHARS, as a JSON-schema (ECMA) pattern
+PROMPT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
 def example_scenes(seed: int, n_scenes: int) -> list[str]:
-    """Prompts of a held-out StoryWorld story: identities the generator never saw in training."""
-    return sample_story(seed, "heldout", n_scenes, WorldConfig().cast_size).prompts()
+    """Prompts of a held-out StoryWorld story (identities the generator never saw in training):
+    one source of example prompts, read as text only."""
+    return list(sample_prompt_set(seed, "heldout", n_scenes, WorldConfig().cast_size, f"storyworld-heldout-{seed}").scenes)
 
 
 def request_model(cfg: ServeConfig) -> type[BaseModel]:
     """The body of POST /v1/videos, bounded by ``cfg``."""
-    Prompt = Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_prompt_chars), AfterValidator(_not_blank)]
+    Prompt = Annotated[str, StringConstraints(min_length=1, max_length=cfg.max_prompt_chars), AfterValidator(_check_prompt),
+                       Field(json_schema_extra={"pattern": PROMPT_PATTERN})]  # fmt: skip
 
     class VideoRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"scenes": example_scenes(0, min(3, cfg.max_scenes))}]})
 
         scenes: Optional[list[Prompt]] = Field(None, min_length=1, max_length=cfg.max_scenes, description=(
-            "One EPS-style prompt per scene: a character's first scene describes it ('character B, a small red "
-            "and blue striped triangle, bounces in the desert'), later ones name it ('character B jumps on the beach')."
+            "One free-text prompt per scene, one line each (no control characters), e.g. 'A golden retriever runs "
+            "across a wet lawn, face the camera'. The response counts the words the generator's tokenizer does not "
+            "know (unknown_words): the shipped StoryWorld generator knows only StoryWorld's vocabulary, whose "
+            "prompts describe a character in its first scene ('character B, a small red and blue striped triangle, "
+            "bounces in the desert') and name it later ('character B jumps on the beach'); GET /v1/example gives some."
         ))  # fmt: skip
         row: Optional[dict[str, Prompt]] = Field(None, min_length=1, max_length=cfg.max_scenes,
-                                                 description='The same prompts as an EPS row: {"0": prompt, "1": prompt, ...}.')  # fmt: skip
+                                                 description='The same prompts as an EPS row (InfLVG\'s format): {"0": prompt, "1": prompt, ...}.')  # fmt: skip
+        subjects: Optional[list[Optional[Prompt]]] = Field(None, min_length=1, max_length=cfg.max_scenes, description=(
+            "Optional: per scene, the subject it is about as the prompts name it (e.g. 'golden retriever'), or null. "
+            "prompt_match and the identity score use the tags; without them the subject is read off each prompt's "
+            "leading phrase."))  # fmt: skip
         frames_per_scene: Optional[int] = Field(None, ge=1, le=cfg.max_frames_per_scene, description="Default: the generator's own.")
         seed: int = Field(0, ge=0, le=MAX_SEED, description="Noise seed: the same request with the same seed gives the same video.")
         budget_k: Optional[int] = Field(None, ge=1, le=cfg.max_budget_k, description="Long-term tokens kept per scene change; default: the generator's own.")
-        strategy: Optional[Literal[STRATEGY_NAMES]] = Field(None, description="Context strategy; default: 'learned' when a policy is loaded or refine_steps > 0, else 'far'.")
+        strategy: Optional[Literal[STRATEGY_NAMES]] = Field(None, description=(
+            "Context strategy; default: 'learned' when a policy is loaded or refine_steps > 0, else 'far'. 'oracle' reads "
+            "StoryWorld's ground truth, so it takes only prompts in StoryWorld's grammar (free text gets 422)."))
         format: Literal["mp4", "gif"] = "mp4"
         refine_steps: int = Field(0, ge=0, le=cfg.max_refine_steps, description="Test-time GRPO steps on this prompt set before generating (strategy 'learned').")
         scores: bool = Field(False, description="Score every scene with the reward models (alignment, identity, artifacts).")
@@ -55,9 +73,15 @@ def request_model(cfg: ServeConfig) -> type[BaseModel]:
     return VideoRequest
 
 
-def _not_blank(text: str) -> str:
+def _check_prompt(text: str) -> str:
+    """Free text, one line of it: not blank, no control characters (NUL, tab and newline
+    included), valid Unicode (no lone surrogates, which no response could encode)."""
     if not text.strip():
         raise ValueError("a prompt must not be blank")
+    if m := CONTROL_CHARS.search(text):
+        raise ValueError(f"a prompt is one line of text without control characters; found {m[0]!r} at character {m.start()}")
+    if m := SURROGATES.search(text):
+        raise ValueError(f"a prompt must be valid Unicode text; found a lone surrogate ({m[0]!r}) at character {m.start()}")
     return text
 
 
@@ -69,6 +93,7 @@ class SceneInfo(BaseModel):
     selected_tokens: Optional[int] = Field(description="Long-term tokens chosen at this scene change; null for 'full' (no budget).")
     context_tokens: int = Field(description="Most past tokens a frame of this scene attended to.")
     ms_per_frame: float
+    unknown_words: int = Field(description="Words of this prompt the generator's tokenizer does not know (it reads them as unknown).")
     scores: Optional[dict[str, Optional[float]]] = Field(description="Reward components and total when asked; null where a model could not score.")
 
 
@@ -92,6 +117,7 @@ class VideoResponse(BaseModel):
     seed: int
     batch_size: int = Field(description="Requests generated together with this one.")
     timings_ms: dict[str, float] = Field(description="queue, refine, generate, score, encode, total.")
+    unknown_words: int = Field(description="Words of all the prompts that the generator's tokenizer does not know (the scenes' sum).")
     scenes: list[SceneInfo]
     refine: Optional[RefineInfo]
 
@@ -116,7 +142,7 @@ class ErrorResponse(BaseModel):
 class Capability(BaseModel):
     name: str
     available: bool
-    reason: Optional[str] = None
+    reason: Optional[str] = Field(None, description="Why it is unavailable, or what it is limited to.")
 
 
 class ModelsResponse(BaseModel):
@@ -127,7 +153,11 @@ class ModelsResponse(BaseModel):
     formats: list[str]
     limits: dict[str, Union[int, float]]
     refiner: Capability = Field(description="What scores and refine_steps need: the refiner's import path and whether it imports.")
+    prompt_rows: Optional[int] = Field(description="Rows of the server's prompt file (GET /v1/example?row=N); null when it has none.")
 
 
 class ExampleResponse(BaseModel):
+    id: str = Field(description="Where the prompts come from: '<file stem>-<row>' for a row of the server's prompt file, "
+                                "'storyworld-heldout-<seed>' for a held-out StoryWorld story.")  # fmt: skip
     scenes: list[str]
+    rows: Optional[int] = Field(description="Rows of the server's prompt file; null when the example is StoryWorld's.")

@@ -1,5 +1,6 @@
-"""Serving without a server: the config and its bind rule, prompts to stories with the field
-named, batch keys, the video encoders (decoded back), policy loading, and the serve config file."""
+"""Serving without a server: the config and its bind rule, free-text prompts to prompt sets with
+the field named, batch keys, the video encoders (decoded back), policy loading, the prompt file,
+and the serve config file."""
 
 import io
 from pathlib import Path
@@ -11,12 +12,13 @@ import yaml
 
 from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
 from serving.config import ServeConfig, api_key_hash, check_bind, is_loopback
-from serving.jobs import FieldError, Job, story_of
-from serving.schema import example_scenes
+from serving.jobs import FieldError, Job, check_strategy, prompt_set_of
+from serving.schema import example_scenes, request_model
 from inflvg.video import encode
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "k" * 32
+FREE_TEXT = REPO / "tests" / "data" / "free_text.jsonl"
 
 
 def decode(data: bytes) -> list[np.ndarray]:
@@ -27,7 +29,10 @@ def decode(data: bytes) -> list[np.ndarray]:
 @pytest.mark.parametrize("fields, named", [
     ({"max_batch_size": 0}, "max_batch_size"), ({"num_gpus": -1.0}, "num_gpus"), ({"device": "tpu"}, "device"),
     ({"policy": "a.pt", "model_uri": "runs:/x/policy"}, "model_uri"), ({"num_replicas": 3, "max_replicas": 2}, "max_replicas"), ({"max_replicas": 2.5}, "max_replicas"),
-    ({"device": "cuda"}, "num_gpus"), ({"refiner": "cluster.refine.Refiner"}, "refiner"),
+    ({"device": "cuda"}, "num_gpus"), ({"refiner": "cluster.refine.Refiner"}, "refiner"), ({"backend": "wan"}, "backend"),
+    ({"prompts": "no/such/prompts.jsonl"}, "prompts.*does not exist"), ({"prompts": str(REPO / "README.md")}, "prompts.*not valid JSON"),
+    ({"prompts": str(FREE_TEXT), "max_scenes": 5}, "prompts.*6 scenes, more than max_scenes"),
+    ({"prompts": str(FREE_TEXT), "max_prompt_chars": 60}, "prompts.*more than max_prompt_chars"),
 ])  # fmt: skip
 def test_config_errors_name_the_field(fields, named):
     with pytest.raises(ValueError, match=named):
@@ -59,34 +64,68 @@ def test_api_key_required_off_loopback(monkeypatch):
     assert KEY not in key_hash  # only the hash travels to the replicas
 
 
-def test_prompts_outside_the_grammar_name_the_scene():
+def test_any_prompt_is_a_prompt_set_and_bad_ones_name_the_scene():
+    free = ["A golden retriever runs across a wet lawn, face the camera", "a dragon flies", "Ünïcödé 猫 42"]
     good = example_scenes(0, 3)
-    assert story_of(good, None, 0).prompts() == good
-    assert story_of(None, {str(i): p for i, p in enumerate(good)}, 0).prompts() == good
+    for scenes in (good, free):
+        assert prompt_set_of(scenes, None, "r1").scenes == tuple(scenes)
+        assert prompt_set_of(None, {str(i): p for i, p in enumerate(scenes)}, "r1") == prompt_set_of(scenes, None, "r1")
     cases = [
-        ([good[0], "a dragon flies"], "scenes[1]", "cannot parse prompt"),
-        (["character B jumps on the beach"], "scenes[0]", "referred to before it is described"),
-        ([good[0].replace("large", "huge")], "scenes[0]", "unknown size 'huge'"),
+        ([free[0], "   "], None, "scenes[1]", "empty"),
+        ([free[0], "a\x00b"], None, "scenes[1]", "control character"),
+        (None, {"0": free[0], "1": "one\ttwo", "2": free[1]}, 'row["1"]', "control character"),
+        (None, {"0": "line\nbreak"}, 'row["0"]', "control character"),
+        ([free[0], "x\x85y"], None, "scenes[1]", "control character"),
+        (None, {"0": free[0], "5": free[1]}, "row", "consecutive"),
+        (None, {"1": free[0]}, "row", "consecutive"),
     ]
-    for scenes, field, message in cases:
+    for scenes, row, field, message in cases:
         with pytest.raises(FieldError, match=message) as e:
-            story_of(scenes, None, 0)
+            prompt_set_of(scenes, row, "r1")
         assert e.value.field == field
-    with pytest.raises(FieldError, match="consecutive") as e:
-        story_of(None, {"0": good[0], "5": good[1]}, 0)
-    assert e.value.field == "row"
+
+
+def test_control_characters_are_refused_by_the_schema_naming_the_field():
+    from pydantic import ValidationError
+
+    VideoRequest = request_model(ServeConfig())
+    assert VideoRequest.model_validate({"scenes": ["A cat, face the camera", "Ünïcödé 猫"]}).scenes[1] == "Ünïcödé 猫"
+    for bad in ("nul\x00byte", "tab\there", "new\nline", "del\x7f", "c1\x9b"):
+        with pytest.raises(ValidationError, match="control characters") as e:
+            VideoRequest.model_validate({"row": {"0": "fine", "1": bad}})
+        assert e.value.errors()[0]["loc"] == ("row", "1")
+
+
+def test_oracle_refuses_free_text_with_a_clear_error_naming_the_strategy():
+    free = prompt_set_of(["A golden retriever runs across a wet lawn, face the camera"], None, "r1")
+    with pytest.raises(FieldError, match="oracle.*ground truth.*free text") as e:
+        check_strategy("oracle", free)
+    assert e.value.field == "strategy" and e.value.status == 422 and "'r1'" not in e.value.message
+    check_strategy("oracle", prompt_set_of(example_scenes(0, 3), None, "r2"))  # StoryWorld's grammar: fine
+    for name in ("far", "prompt_match", "learned"):
+        check_strategy(name, free)
+
+
+def test_prompt_file_rows_load_and_the_path_is_made_absolute(monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = ServeConfig(prompts="tests/data/free_text.jsonl")
+    assert cfg.prompts == str(FREE_TEXT) and ServeConfig.from_mapping({"prompts": "tests/data/free_text.jsonl"}) == cfg
+    rows = cfg.prompt_sets()
+    assert len(rows) == 8 and rows[0].id == "free_text-0" and rows[0].n_scenes == 6
 
 
 def test_batch_keys_group_only_compatible_jobs():
-    story = story_of(example_scenes(0, 3), None, 0)
+    ps = prompt_set_of(example_scenes(0, 3), None, "a")
 
     def job(**kw):
-        base = dict(request_id="a", story=story, strategy="far", seed=0, frames_per_scene=2, budget_k=None,
+        base = dict(request_id="a", prompt_set=ps, strategy="far", seed=0, frames_per_scene=2, budget_k=None,
                     refine_steps=0, scores=False, submitted=0.0, deadline=1.0)  # fmt: skip
         return Job(**{**base, **kw})
 
     assert job().batch_key() == job(request_id="b", scores=True).batch_key()
-    for other in (job(seed=1), job(frames_per_scene=3), job(budget_k=8), job(strategy="oracle"), job(story=story_of(example_scenes(1, 2), None, 0))):
+    # the same scene count batches, whatever the text
+    assert job(prompt_set=prompt_set_of(["a cat", "a dog", "a cow"], None, "c")).batch_key() == job().batch_key()
+    for other in (job(seed=1), job(frames_per_scene=3), job(budget_k=8), job(strategy="oracle"), job(prompt_set=prompt_set_of(example_scenes(1, 2), None, "b"))):
         assert other.batch_key() != job().batch_key()
     # refinement (its own policy) and random-K (one shared random stream) always run alone
     for kind in ({"refine_steps": 1}, {"strategy": "random"}):
@@ -108,11 +147,13 @@ def test_policy_file_loads_and_a_mismatched_one_is_refused(tmp_path):
     from serving.generator import load_serving_policy
 
     save_policy(SelectionPolicy(PolicyConfig()), tmp_path / "policy.pt")
-    policy = load_serving_policy(ServeConfig(policy=str(tmp_path / "policy.pt")), d_model=128)
+    policy = load_serving_policy(ServeConfig(policy=str(tmp_path / "policy.pt")), d_feature=128, d_prompt=128)
     assert isinstance(policy, SelectionPolicy) and not policy.training
-    assert load_serving_policy(ServeConfig(), d_model=128) is None
+    assert load_serving_policy(ServeConfig(), d_feature=128) is None
     with pytest.raises(ValueError, match="generator width 128"):
-        load_serving_policy(ServeConfig(policy=str(tmp_path / "policy.pt")), d_model=64)
+        load_serving_policy(ServeConfig(policy=str(tmp_path / "policy.pt")), d_feature=64)
+    with pytest.raises(ValueError, match="prompt width 128"):
+        load_serving_policy(ServeConfig(policy=str(tmp_path / "policy.pt")), d_feature=128, d_prompt=96)
 
 
 def test_serve_config_file_is_a_valid_deploy_config(monkeypatch):
@@ -142,3 +183,48 @@ def test_replicas_autoscaling_and_devices_come_from_the_config():
     assert "num_replicas" not in scaling
     gpu = generator_options(ServeConfig(device="cuda", num_gpus=0.5, num_cpus=2))
     assert gpu["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.5}
+
+
+@pytest.fixture(scope="module")
+def replica():
+    """A generator replica's class, outside Serve: the shipped backend, no policy."""
+    from serving.generator import VideoGenerator
+
+    return VideoGenerator(ServeConfig())
+
+
+def test_replica_counts_unknown_words_and_turns_a_refusal_into_an_error_event(replica):
+    import time
+
+    from serving.generator import Progress
+
+    free = prompt_set_of(["A golden retriever runs, face the camera", "a cat sleeps"], None, "r1")
+
+    def job(**kw):
+        now = time.time()
+        base = dict(request_id="r1", prompt_set=free, strategy="far", seed=0, frames_per_scene=2, budget_k=None,
+                    refine_steps=0, scores=False, submitted=now, deadline=now + 60)  # fmt: skip
+        return Job(**{**base, **kw})
+
+    info = replica.info()["generator"]
+    assert info["backend"] == "storyworld" and info["frame_shape"] == [32, 32] and info["parameters"] > 0
+    [event] = replica._work([job()], Progress(time.time() + 60, 4))
+    assert event["event"] == "result" and event["frames"].shape == (4, 32, 32, 3)
+    unknown = [len(replica.gen.tokenizer.unknown_words(p)) for p in free.scenes]
+    assert [s["unknown_words"] for s in event["scenes"]] == unknown and event["unknown_words"] == sum(unknown) > 0
+    # the oracle on free text, had it got past the ingress: a clean 422 naming the field, not a crash
+    [event] = replica._work([job(strategy="oracle")], Progress(time.time() + 60, 4))
+    assert event["event"] == "error" and event["status"] == 422 and event["field"] == "strategy"
+    assert "ground truth" in event["detail"]
+    [event] = replica._work([job(strategy="learned")], Progress(time.time() + 60, 4))
+    assert event["status"] == 503 and "no policy" in event["detail"]
+
+
+def test_subject_tags_travel_with_the_request_and_bad_ones_name_the_field():
+    scenes = ["A golden retriever runs, face the camera", "A grey cat sleeps", "The golden retriever jumps"]
+    tags = ["golden retriever", "grey cat", "golden retriever"]
+    assert prompt_set_of(scenes, None, "r1", tags).subjects == tuple(tags)
+    for bad, message in ((tags[:2], "one tag"), (["golden retriever", "dog", None], "'dog' \\(scene 1\\) names a subject")):
+        with pytest.raises(FieldError, match=message) as e:
+            prompt_set_of(scenes, None, "r1", bad)
+        assert e.value.field == "subjects"

@@ -1,7 +1,9 @@
 """The Serve app for real on loopback: the shipped generator, a policy from a real MLflow store,
-an API key. Videos are decoded back; bad input gets 4xx naming the field; compatible requests
-share a batch without changing each other's video; long requests stream progress; schemathesis
-fuzzes the OpenAPI schema; the web page plays its video in headless Chromium."""
+an API key, a prompt file of free text. Videos are decoded back; free-text prompts make videos
+with their unknown words counted; bad input (control characters, 'oracle' on free text, ...)
+gets 4xx naming the field; compatible requests share a batch without changing each other's
+video; long requests stream progress; schemathesis fuzzes the OpenAPI schema; the web page plays
+its video, and two strategies side by side, in headless Chromium."""
 
 import collections
 import io
@@ -18,12 +20,15 @@ import requests
 import torch
 
 from inflvg.policy import PolicyConfig, SelectionPolicy, load_policy, save_policy
+from inflvg.prompts import load_prompts
 from serving.config import ServeConfig
 from serving.schema import example_scenes
 
 KEY = "test-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
-LIMITS = dict(max_scenes=3, max_frames_per_scene=2, max_prompt_chars=120, max_budget_k=32, max_refine_steps=1, max_body_bytes=4096)
+LIMITS = dict(max_scenes=6, max_frames_per_scene=2, max_prompt_chars=120, max_budget_k=32, max_refine_steps=1, max_body_bytes=4096)
+PROMPT_FILE = Path(__file__).resolve().parent / "data" / "free_text.jsonl"
+FREE = [list(ps.scenes) for ps in load_prompts(PROMPT_FILE)]  # 8 rows x 6 scenes of free text
 
 
 def free_port() -> int:
@@ -75,7 +80,7 @@ def server(own_ray, mlflow_store):
     tracking, uris, _ = mlflow_store
     port = free_port()
     args = dict(host="127.0.0.1", port=port, model_uri=uris["run"], tracking_uri=tracking, max_batch_size=4,
-                batch_wait_timeout_s=0.1, progress_interval_s=0.02, **LIMITS)  # fmt: skip
+                batch_wait_timeout_s=0.1, progress_interval_s=0.02, prompts=str(PROMPT_FILE), **LIMITS)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("INFLVG_API_KEY", KEY)
         app = build_app(args)
@@ -101,7 +106,7 @@ def test_policy_loads_from_every_kind_of_mlflow_uri(mlflow_store, kind):
     from serving.generator import load_serving_policy
 
     tracking, uris, path = mlflow_store
-    policy = load_serving_policy(ServeConfig(model_uri=uris[kind], tracking_uri=tracking), d_model=128)
+    policy = load_serving_policy(ServeConfig(model_uri=uris[kind], tracking_uri=tracking), d_feature=128, d_prompt=128)
     expected = load_policy(path).state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in policy.state_dict().items())
 
@@ -112,7 +117,35 @@ def test_health_and_models(server):
     models = requests.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()
     assert models["policy"] == model_uri and models["default_strategy"] == "learned"
     assert {s["name"] for s in models["strategies"] if s["available"]} == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
-    assert models["limits"]["max_scenes"] == 3 and models["generator"]["frame_size"] == 32
+    assert models["limits"]["max_scenes"] == 6 and models["generator"]["frame_shape"] == [32, 32]
+    assert models["generator"]["backend"] == "storyworld" and models["generator"]["parameters"] > 0
+    assert models["prompt_rows"] == 8
+
+
+def test_free_text_makes_a_video_and_counts_the_unknown_words(server):
+    url, _ = server
+    r = post(url, {"scenes": FREE[0], "frames_per_scene": 1, "seed": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(decode(body["video"])) == body["n_frames"] == 6 and body["strategy"] == "learned"
+    assert [s["prompt"] for s in body["scenes"]] == FREE[0]
+    assert body["unknown_words"] == sum(s["unknown_words"] for s in body["scenes"]) > 0
+    assert all(s["unknown_words"] > 0 for s in body["scenes"])  # "golden retriever", "face the camera": not StoryWorld's words
+    # an EPS row of the same prompts is the same request
+    row = post(url, {"row": {str(i): p for i, p in enumerate(FREE[0])}, "frames_per_scene": 1, "seed": 3}).json()
+    assert np.array_equal(np.stack(decode(row["video"])), np.stack(decode(body["video"])))
+    # StoryWorld's own prompts: every word known
+    known = post(url, {"scenes": example_scenes(0, 2), "frames_per_scene": 1, "strategy": "far"}).json()
+    assert known["unknown_words"] == 0 and [s["unknown_words"] for s in known["scenes"]] == [0, 0]
+
+
+def test_example_serves_the_prompt_file_rows(server):
+    url, _ = server
+    first = requests.get(f"{url}/v1/example", params={"row": 0}, timeout=30).json()
+    assert first == {"id": "free_text-0", "scenes": FREE[0], "rows": 8}
+    assert requests.get(f"{url}/v1/example", params={"seed": 13}, timeout=30).json()["scenes"] == FREE[13 % 8]
+    past = requests.get(f"{url}/v1/example", params={"row": 8}, timeout=30)
+    assert past.status_code == 422 and past.json()["errors"][0]["field"] == "row"
 
 
 # the third scene brings character A back, so even oracle-K has earlier tokens of its subject to keep
@@ -132,6 +165,7 @@ def test_request_returns_a_playable_video_with_scene_metadata(server, fmt, strat
     assert body["strategy"] == (strategy or "learned") and body["budget_k"] == 8
     assert [s["index"] for s in body["scenes"]] == [0, 1, 2] and body["scenes"][2]["prompt"] == scenes[2]
     assert body["scenes"][0]["selected_tokens"] == 0 and 0 < body["scenes"][2]["selected_tokens"] <= 8
+    assert body["unknown_words"] == 0  # StoryWorld's grammar: the oracle has its ground truth
     assert all(s["scores"] is None for s in body["scenes"]) and body["timings_ms"]["generate"] > 0
 
 
@@ -159,6 +193,7 @@ def test_long_request_streams_progress_then_the_result(server):
 
 
 GOOD = example_scenes(0, 2)
+ORACLE_FREE_TEXT = "reads StoryWorld's ground truth"
 
 
 @pytest.mark.parametrize("body, field", [
@@ -168,13 +203,19 @@ GOOD = example_scenes(0, 2)
     ({"scenes": GOOD, "frames_per_scene": 2.0}, "frames_per_scene"),
     ({"scenes": GOOD, "frames_per_scene": 3}, "frames_per_scene"),
     ({"scenes": GOOD, "budget_k": 0}, "budget_k"),
-    ({"scenes": GOOD * 2}, "scenes"),
+    ({"scenes": GOOD * 4}, "scenes"),
     ({"scenes": [GOOD[0] + " and more" * 20]}, "scenes[0]"),
     ({"scenes": GOOD, "strategy": "best"}, "strategy"),
     ({"scenes": GOOD, "format": "avi"}, "format"),
     ({"scenes": GOOD, "colour": "red"}, "colour"),
-    ({"scenes": [GOOD[0], "a dragon flies over the sea"]}, "scenes[1]"),
-    ({"row": {"0": GOOD[0], "1": "character C runs"}}, 'row["1"]'),
+    ({"scenes": [GOOD[0], "a dragon\x00 flies over the sea"]}, "scenes[1]"),
+    ({"scenes": ["\x00"]}, "scenes[0]"),
+    ({"scenes": [GOOD[0], "two\nlines"]}, "scenes[1]"),
+    ({"row": {"0": GOOD[0], "1": "character C\truns"}}, 'row["1"]'),
+    ({"row": {"0": GOOD[0], "1": "a C1 control \x85 here"}}, 'row["1"]'),
+    ({"row": {"0": GOOD[0], "2": GOOD[1]}}, "row"),
+    ({"scenes": FREE[0][:2], "strategy": "oracle"}, "strategy"),
+    ({"row": {"0": FREE[1][0]}, "strategy": "oracle", "stream": True}, "strategy"),
     ({"scenes": GOOD, "row": {"0": GOOD[0]}}, "body"),
     ({"scenes": GOOD, "refine_steps": 1, "strategy": "far"}, "refine_steps"),
     ({"scenes": GOOD, "refine_steps": 2}, "refine_steps"),
@@ -184,6 +225,8 @@ def test_bad_input_is_a_4xx_naming_the_field(server, body, field):
     r = post(server[0], body)
     assert r.status_code == 422, r.text
     assert field in [e["field"] for e in r.json()["errors"]] and field in r.json()["detail"]
+    if isinstance(body, dict) and body.get("strategy") == "oracle":  # refused at the ingress, before any work, with the reason
+        assert ORACLE_FREE_TEXT in r.json()["detail"] and "free text" in r.json()["detail"]
 
 
 def test_malformed_oversized_and_unauthorised_requests(server):
@@ -244,7 +287,9 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(server):
         case.validate_response(response, checks=checks)
 
     def with_story(case, seed):
-        case.body = {**{k: v for k, v in case.body.items() if k != "row"}, "scenes": example_scenes(seed, 2), "refine_steps": 0}
+        """StoryWorld's prompts or a row of free text (oracle included: 200 or a 422 naming it)."""
+        scenes = example_scenes(seed, 2) if seed % 2 else FREE[seed % len(FREE)][:2]
+        case.body = {**{k: v for k, v in case.body.items() if k != "row"}, "scenes": scenes, "refine_steps": 0}
         return case
 
     fast = settings(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck), phases=[Phase.generate])
@@ -263,7 +308,7 @@ def test_web_page_plays_the_video_in_headless_chromium(server):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     url, _ = server
     options = webdriver.ChromeOptions()
@@ -278,17 +323,49 @@ def test_web_page_plays_the_video_in_headless_chromium(server):
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value").count("\n") >= 1)
         wait.until(lambda d: d.execute_script("return document.getElementById('strategy').value") == "learned")
-        driver.execute_script("document.getElementById('prompts').value = arguments[0].join('\\n')", example_scenes(3, 3))
+        # a row of the server's prompt file loads into the text box
+        wait.until(lambda d: d.find_element(By.ID, "rowpick").is_displayed())
+        driver.find_element(By.ID, "row").clear()
+        driver.find_element(By.ID, "row").send_keys("2")
+        driver.find_element(By.ID, "loadrow").click()
+        wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value") == "\n".join(FREE[2]))
+        prompts = example_scenes(3, 2) + [FREE[0][0]]  # StoryWorld's words, then free text
+        driver.execute_script("document.getElementById('prompts').value = arguments[0].join('\\n')", prompts)
         driver.find_element(By.ID, "frames").clear()
         driver.find_element(By.ID, "frames").send_keys("2")
+
+        def playing(video_id: str) -> tuple:
+            state = f"return (v => [v.readyState, v.currentTime, v.error && v.error.code, v.duration])(document.getElementById('{video_id}'))"
+            wait.until(lambda d: d.execute_script(state)[0] >= 2)
+            first = driver.execute_script(state)[1]
+            wait.until(lambda d: d.execute_script(state)[1] != first)  # playing: time moves on
+            return driver.execute_script(state)
+
+        def table(body_id: str) -> list[list[str]]:
+            return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, f"#{body_id} tr")]
+
         driver.find_element(By.ID, "generate").click()
-        state = "return (v => [v.readyState, v.currentTime, v.error && v.error.code, v.duration])(document.getElementById('video'))"
-        wait.until(lambda d: d.execute_script(state)[0] >= 2)
-        first = driver.execute_script(state)[1]
-        wait.until(lambda d: d.execute_script(state)[1] != first)  # playing: time moves on
-        ready, _, error, duration = driver.execute_script(state)
-        assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2)
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#scenes tr")) == 3
-        assert "6 frames, 256x256, learned" in driver.find_element(By.ID, "status").text
+        ready, _, error, duration = playing("video")
+        assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2), (ready, error, duration, table("scenes"))
+        wait.until(lambda d: "6 frames, 256x256, learned" in d.find_element(By.ID, "status").text)
+        rows = table("scenes")
+        assert [r[1] for r in rows] == prompts and rows[0][2] == "0" and int(rows[2][2]) > 0  # unknown words
+        assert not driver.find_element(By.ID, "panel-b").is_displayed()
+
+        # the comparison people come to see: the same prompts and seed with a second strategy, side by side
+        Select(driver.find_element(By.ID, "compare")).select_by_value("far")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: " | " in d.find_element(By.ID, "status").text and "frames, 256x256" in d.find_element(By.ID, "status").text)
+        for video_id in ("video", "video-b"):
+            ready, _, error, duration = playing(video_id)
+            assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2), (video_id, ready, error, duration)
+        status = driver.find_element(By.ID, "status").text
+        assert "6 frames, 256x256, learned" in status and "6 frames, 256x256, far" in status, status
+        assert "far" in driver.find_element(By.ID, "caption-b").text and "learned" in driver.find_element(By.ID, "caption").text
+        a, b = driver.find_element(By.ID, "panel").rect, driver.find_element(By.ID, "panel-b").rect
+        assert b["x"] >= a["x"] + a["width"] and abs(a["y"] - b["y"]) < 5  # side by side
+        rows_a, rows_b = table("scenes"), table("scenes-b")
+        assert len(rows_a) == len(rows_b) == 3 and [r[:3] for r in rows_a] == [r[:3] for r in rows_b]
+        assert rows_b[1][3] != "all" and int(rows_b[2][2]) > 0
     finally:
         driver.quit()

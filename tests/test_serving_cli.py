@@ -1,6 +1,7 @@
 """`python -m serving` as the project runs it: refuses to bind beyond loopback without an API
-key; on loopback it starts its own Ray and Serve, answers /healthz, serves a video, refuses
-'learned' without a policy, cuts a request off at its timeout, and stops on SIGINT."""
+key, or a prompt file it cannot read; on loopback it starts its own Ray and Serve, answers
+/healthz, serves a video of free-text prompts, refuses 'learned' without a policy, cuts a request
+off at its timeout, and stops on SIGINT."""
 
 import base64
 import io
@@ -16,9 +17,11 @@ import av
 import pytest
 import requests
 
+from inflvg.prompts import load_prompts
 from serving.schema import example_scenes
 
 REPO = Path(__file__).resolve().parent.parent
+FREE_TEXT = REPO / "tests" / "data" / "free_text.jsonl"
 
 
 def free_port() -> int:
@@ -46,11 +49,29 @@ def test_refuses_to_bind_beyond_loopback_without_an_api_key():
     assert not listening(port)
 
 
+@pytest.mark.parametrize("prompts, message", [
+    ("no/such/file.jsonl", "prompt file 'no/such/file.jsonl' does not exist"),
+    (str(REPO / "pyproject.toml"), "not valid JSON"),
+])  # fmt: skip
+def test_refuses_a_prompt_file_it_cannot_serve(prompts, message, capsys):
+    from serving.__main__ import check_files, main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--prompts", prompts])  # fails while checking the config: nothing starts
+    assert "error: ServeConfig.prompts:" in str(e.value.code) and message in str(e.value.code)
+    with pytest.raises(SystemExit, match="max_scenes"):
+        main(["--prompts", str(FREE_TEXT), "--max-scenes", "4"])
+    from serving.config import ServeConfig
+
+    check_files(ServeConfig(prompts=str(FREE_TEXT)))
+
+
 @pytest.fixture(scope="module")
 def cli_server(tmp_path_factory):
     port = free_port()
     # tight timeout and room for a long video, so that one request can outlast it
-    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port), "--request-timeout-s", "4", "--max-scenes", "32"]
+    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port), "--request-timeout-s", "4", "--max-scenes", "32",
+           "--prompts", str(FREE_TEXT.relative_to(REPO))]  # fmt: skip
     log = tmp_path_factory.mktemp("cli") / "serving.log"
     proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -76,13 +97,15 @@ def cli_server(tmp_path_factory):
                 proc.wait()
 
 
-def test_cli_serves_a_video(cli_server):
+def test_cli_serves_a_video_of_free_text(cli_server):
     url, _ = cli_server
-    r = requests.post(f"{url}/v1/videos", json={"scenes": example_scenes(0, 2), "frames_per_scene": 3, "seed": 1}, timeout=120)
+    row = requests.get(f"{url}/v1/example", params={"row": 1}, timeout=30).json()
+    assert row["scenes"] == list(load_prompts(FREE_TEXT)[1].scenes)
+    r = requests.post(f"{url}/v1/videos", json={"scenes": row["scenes"][:2], "frames_per_scene": 3, "seed": 1}, timeout=120)
     assert r.status_code == 200, r.text
     with av.open(io.BytesIO(base64.b64decode(r.json()["video"]))) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 6 and frames[0].shape == (256, 256, 3) and r.json()["strategy"] == "far"
+    assert len(frames) == 6 and frames[0].shape == (256, 256, 3) and r.json()["strategy"] == "far" and r.json()["unknown_words"] > 0
 
 
 def test_cli_without_policy_refuses_learned(cli_server):
