@@ -14,7 +14,7 @@ from inflvg.subjects import subject_keys, subject_scenes
 from .types import SceneBatch
 
 
-def subject_history(video: np.ndarray, ps: PromptSet, frames_per_scene: int, scene: int, keys: list | None = None) -> np.ndarray | None:
+def named_history(video: np.ndarray, ps: PromptSet, frames_per_scene: int, scene: int, keys: list | None = None) -> np.ndarray | None:
     """video (T, H, W, 3) -> the frames (M, H, W, 3) of the earlier scenes about ``scene``'s subject, or None."""
     earlier = subject_scenes(ps, scene, keys)
     if not earlier:
@@ -31,5 +31,5 @@ def video_scene_batch(videos: list[np.ndarray], ps: PromptSet, frames_per_scene:
         for s, prompt in enumerate(ps.scenes):
             frames.append(video[s * frames_per_scene : (s + 1) * frames_per_scene])
             prompts.append(prompt)
-            history.append(subject_history(video, ps, frames_per_scene, s, keys))
+            history.append(named_history(video, ps, frames_per_scene, s, keys))
     return SceneBatch(frames, prompts, history)

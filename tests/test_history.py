@@ -12,7 +12,7 @@ from inflvg.config import WorldConfig
 from inflvg.prompts import load_prompts
 from inflvg.world import prompt_set_of, render_story, sample_story
 from inflvg.world.story import Scene, subject_history as ground_truth_history
-from reward_actors.history import subject_history, video_scene_batch
+from reward_actors.history import named_history, video_scene_batch
 from reward_actors.identity import IdentityScorer
 from reward_actors.types import SceneBatch
 
@@ -57,7 +57,7 @@ def test_storyworld_history_is_exactly_the_named_characters_earlier_scenes(seed,
     numbered = numbered_video(WORLD.n_scenes)
     for s, sc in enumerate(story.scenes):
         truth = [i for i in range(s) if story.scenes[i].character == sc.character]
-        assert scenes_in(subject_history(numbered, ps, FPS, s)) == truth
+        assert scenes_in(named_history(numbered, ps, FPS, s)) == truth
 
 
 def test_free_text_history_is_the_earlier_scenes_of_the_subject_the_prompt_names():
@@ -75,7 +75,7 @@ def test_tags_decide_when_a_file_has_them():
     ps = load_prompts(FREE_TEXT)[0]
     # tagged as a person would tag it: the fisherman of scene 3 is tagged like scene 0's subject
     tagged = dataclasses.replace(ps, subjects=("golden retriever", "grey tabby cat", "golden retriever", "golden retriever", None, "golden retriever"))
-    got = [scenes_in(subject_history(numbered_video(ps.n_scenes), tagged, FPS, s)) for s in range(ps.n_scenes)]
+    got = [scenes_in(named_history(numbered_video(ps.n_scenes), tagged, FPS, s)) for s in range(ps.n_scenes)]
     assert got == [[], [], [0], [0, 2], [], [0, 2, 3]]  # scene 4 has no tag: no subject, no history
 
 
