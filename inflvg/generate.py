@@ -23,11 +23,19 @@ from .protocol import Generator
 @dataclass
 class GenerationResult:
     frames: np.ndarray  # (B, T, H, W, 3) uint8
-    ms_per_frame: np.ndarray  # (T,) wall milliseconds per frame and video (batch time / B)
+    ms_per_frame: np.ndarray  # (T,) wall milliseconds per frame and video (batch time / B): selection and generation
+    decode_ms_per_frame: np.ndarray  # (T,) the same for decoding to RGB, measured apart
     context_tokens: np.ndarray  # (T,) past tokens the frame attended to
     selections: list = field(default_factory=list)  # per scene: (B, K) pool indices, -1 unused
     gathered_bytes: list = field(default_factory=list)  # per scene change: KV bytes gathered per video
     history_bytes: list = field(default_factory=list)  # per scene change: bytes of a whole-history gather
+
+
+def _clock(result) -> float:
+    """perf_counter once ``result`` exists: CUDA work is asynchronous, so wait for it first."""
+    if isinstance(result, torch.Tensor) and result.is_cuda:
+        torch.cuda.synchronize(result.device)
+    return time.perf_counter()
 
 
 def _check_batch(prompt_sets: list[PromptSet], frames_per_scene: int, frames_per_block: int) -> int:
@@ -70,7 +78,7 @@ def generate_stepwise(gen: Generator, prompt_sets: list[PromptSet], strategy: Co
     cache = gen.new_cache(b, total, fps, ctx, strategy.full_history, strategy.uses_sink)
     noise, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
     frames = np.zeros((b, total, *spec.frame_shape, 3), np.uint8)
-    out = GenerationResult(frames, np.zeros(total), np.zeros(total, np.int64))
+    out = GenerationResult(frames, np.zeros(total), np.zeros(total), np.zeros(total, np.int64))
     rows_of_scene = lambda sc: torch.arange(b, device=text.tokens.device) * n_scenes + sc  # noqa: E731
     for sc in range(n_scenes):
         start = time.perf_counter()
@@ -84,10 +92,13 @@ def generate_stepwise(gen: Generator, prompt_sets: list[PromptSet], strategy: Co
         scene_text = text.index(rows_of_scene(sc))
         for _ in range(fps // spec.frames_per_block):
             first = cache.next_frame
-            block = gen.decode(gen.next_block(cache, scene_text, noise, shared_noise))  # (B, F, H, W, 3)
+            latents = gen.next_block(cache, scene_text, noise, shared_noise)
+            made = _clock(latents)
+            block = gen.decode(latents)  # (B, F, H, W, 3)
             t = slice(first, first + block.shape[1])
             frames[:, t] = block
             out.context_tokens[t] = cache.context_tokens
-            out.ms_per_frame[t] = (time.perf_counter() - start) * 1000.0 / (b * block.shape[1])
+            out.ms_per_frame[t] = (made - start) * 1000.0 / (b * block.shape[1])
+            out.decode_ms_per_frame[t] = (_clock(block) - made) * 1000.0 / (b * block.shape[1])
             yield t.stop - 1, out
             start = time.perf_counter()

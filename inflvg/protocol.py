@@ -144,13 +144,24 @@ class Generator(Protocol):
         """Latents (B, F, ...) -> (B, F, H, W, 3) uint8 RGB."""
 
 
-BACKENDS = {"storyworld": "inflvg.generator.backend"}
+BACKENDS = {"storyworld": "inflvg.generator.backend", "wan-tiny": "inflvg.wan.backend", "wan-1.3b": "inflvg.wan.backend"}
+"""Registry name -> the module whose ``load(name, weights, device)`` and ``widths(name, weights)`` serve it."""
 
 
-def load_backend(name: str = "storyworld", weights: str | None = None, device: str = "cpu") -> Generator:
-    """A backend by registry name, its weights from a local path (None: the shipped ones)."""
+def _module(name: str):
     import importlib
 
     if name not in BACKENDS:
-        raise ValueError(f"unknown generator backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name]).load(weights, device)
+        raise ValueError(f"unknown generator {name!r}; choose one of {', '.join(BACKENDS)}")
+    return importlib.import_module(BACKENDS[name])
+
+
+def load_backend(name: str = "storyworld", weights: str | None = None, device: str = "cpu") -> Generator:
+    """A backend by registry name, its weights from a local path (None: the shipped ones, or random
+    weights for a preset that ships none)."""
+    return _module(name).load(name, weights, device)
+
+
+def backend_widths(name: str = "storyworld", weights: str | None = None) -> tuple[int, int]:
+    """(d_feature, d_prompt) a policy for this backend needs, without building the backend."""
+    return _module(name).widths(name, weights)

@@ -31,7 +31,7 @@ def test_the_shipped_backend_implements_the_protocol(shipped):
 
 
 def test_unknown_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown generator backend 'wan'; choose one of storyworld"):
+    with pytest.raises(ValueError, match="unknown generator 'wan'; choose one of storyworld, wan-tiny, wan-1.3b"):
         load_backend("wan")
 
 

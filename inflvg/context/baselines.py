@@ -112,7 +112,7 @@ class OracleK(ContextStrategy):
         picks: list[int] = []
         for chunk in range(0, len(candidates), fps):
             frames = np.asarray(candidates[chunk : chunk + fps])
-            bgs = np.stack([background(story.scenes[f // fps].background, height) for f in frames])
+            bgs = np.stack([background(story.scenes[f // fps].background, height, width) for f in frames])
             diff = np.abs(state.frames[b, frames].astype(np.int16) - bgs.astype(np.int16)).sum(-1) > ORACLE_PIXEL_DIFF
             cells = diff.reshape(len(frames), rows, height // rows, cols, width // cols).sum((2, 4))
             shows = cells.reshape(len(frames), -1) >= ORACLE_MIN_PIXELS  # row-major, as the pool lists a frame's tokens

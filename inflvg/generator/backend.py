@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import ContextConfig, WorldConfig
+from ..config import ContextConfig, GeneratorConfig, WorldConfig
 from ..protocol import GeneratorSpec, PromptEmbedding
 from .cache import KVCache
 from .model import Generator, Text
 from .tokens import to_uint8
-from .weights import load_generator
+from .weights import load_generator, read_configs
 
 
 class StoryWorldGenerator:
@@ -69,7 +69,13 @@ class StoryWorldGenerator:
         return to_uint8(latents)
 
 
-def load(weights: str | None = None, device: str = "cpu") -> StoryWorldGenerator:
+def load(name: str = "storyworld", weights: str | None = None, device: str = "cpu") -> StoryWorldGenerator:
     """The registry's loader (``inflvg.protocol.load_backend('storyworld', weights, device)``)."""
     model, world, ctx, _ = load_generator(weights, device)
     return StoryWorldGenerator(model, world, ctx)
+
+
+def widths(name: str = "storyworld", weights: str | None = None) -> tuple[int, int]:
+    """(d_feature, d_prompt) of the weights, without building the model."""
+    d = GeneratorConfig(**read_configs(weights)["generator_config"]).d_model
+    return d, d

@@ -28,17 +28,28 @@ def save_generator(model: Generator, world: WorldConfig, ctx: ContextConfig, pat
     tmp.replace(path)  # atomic: a crash never leaves a half-written weights file
 
 
-def load_generator(path: str | Path | None = None, device: str = "cpu", strict: bool = True):
-    """-> (Generator in eval mode, WorldConfig, ContextConfig, meta). Default: the shipped weights.
-
-    strict=False lets training continue from weights that predate a newly added parameter
-    (it keeps its initialisation); everything else loads strictly."""
+def _weights_path(path: str | Path | None) -> Path:
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(
             f"generator weights not found at {str(path)!r}; pass an existing file, or remake the "
             f"shipped ones with `python -m inflvg.generator.train --out {DEFAULT_WEIGHTS}`"
         )
+    return path
+
+
+def read_configs(path: str | Path | None = None) -> dict:
+    """The configs saved with the weights (no model is built)."""
+    blob = torch.load(_weights_path(path), map_location="cpu", weights_only=True)
+    return {k: blob[k] for k in ("generator_config", "world_config", "context_config")}
+
+
+def load_generator(path: str | Path | None = None, device: str = "cpu", strict: bool = True):
+    """-> (Generator in eval mode, WorldConfig, ContextConfig, meta). Default: the shipped weights.
+
+    strict=False lets training continue from weights that predate a newly added parameter
+    (it keeps its initialisation); everything else loads strictly."""
+    path = _weights_path(path)
     blob = torch.load(path, map_location=device, weights_only=True)
     world = WorldConfig(**blob["world_config"])
     model = Generator(GeneratorConfig(**blob["generator_config"]), world.frame_size)

@@ -82,10 +82,10 @@ def sprite(identity: Identity) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def background(name: str, size: int) -> np.ndarray:
-    """(size, size, 3) uint8 template of a named background."""
+def background(name: str, size: int, width: int | None = None) -> np.ndarray:
+    """(size, width or size, 3) uint8 template of a named background."""
     sky, ground, _ = BACKGROUNDS[name]
-    img = np.empty((size, size, 3), np.uint8)
+    img = np.empty((size, width or size, 3), np.uint8)
     horizon = int(round(size * HORIZON_FRACTION))
     img[:horizon] = sky
     img[horizon:] = ground
