@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--policy", required=True, help="the amortised policy (policy.pt)")
     ap.add_argument("--prompt-sets", type=int, default=6)
     ap.add_argument("--prompts", help="refine on the first --prompt-sets rows of this prompt file (EPS .jsonl) instead of held-out StoryWorld")
-    ap.add_argument("--backend", default="storyworld", choices=list(BACKENDS))
+    ap.add_argument("--generator", default="storyworld", choices=list(BACKENDS), help="the generator by name")
     ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--group-size", type=int, default=4)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     try:
         policy = load_policy(args.policy)
-        gen = load_backend(args.backend, args.weights)
+        gen = load_backend(args.generator, args.weights)
         prompt_sets = load_prompts(args.prompts)[: args.prompt_sets] if args.prompts else [
             sample_prompt_set(50_000 + args.seed + i, "heldout", gen.spec.horizon_frames // gen.spec.frames_per_scene, WorldConfig().cast_size,
                               f"heldout-{i}")

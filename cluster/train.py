@@ -1,6 +1,7 @@
 """The training driver: the entrypoint that `ray job submit` runs.
 
-    python -m cluster.train --preset debug|storyworld|gpu [--prompts FILE.jsonl] [--steps N] [--resume auto] [--faults rollout@1,reward@2]
+    python -m cluster.train --preset debug|storyworld|gpu [--generator NAME] [--prompts FILE.jsonl] [--steps N]
+                            [--resume auto] [--faults rollout@1,reward@2]
 
 One step reads as the algorithm: sample prompt sets, roll out G videos
 each, score every scene, update the policy with GRPO, push the new weights, log, checkpoint.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from inflvg.policy import SelectionPolicy, save_policy
 from inflvg.prompts import load_prompts
+from inflvg.protocol import BACKENDS, backend_widths
 from learner.checkpoint import latest_checkpoint, load_driver_state
 
 from .config import ServiceConfig, preset
@@ -145,6 +147,8 @@ def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="storyworld", help="debug, storyworld or gpu")
+    ap.add_argument("--generator", choices=list(BACKENDS), help="the generator by name (default: the preset's, storyworld); "
+                                                                "the policy's input widths follow it")  # fmt: skip
     ap.add_argument("--prompts", help="train on this prompt file (EPS .jsonl, free text) instead of StoryWorld's training split; "
                                       "its rows set the scene counts")  # fmt: skip
     ap.add_argument("--steps", type=int, help="override the preset's number of steps")
@@ -161,12 +165,21 @@ def main(argv: list[str] | None = None) -> Path:
         cfg = preset(args.preset)
         overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root, "prompts": args.prompts}
         cfg = apply_overrides(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), args.set)
+        if args.generator:
+            cfg = with_generator(cfg, args.generator)
         if cfg.prompts:
             load_prompts(cfg.prompts)  # a bad row fails here, before Ray or any step starts
     except ValueError as e:
         ap.error(str(e))
     ray_init()
     return run(cfg, args.resume, faults)
+
+
+def with_generator(cfg: ServiceConfig, name: str) -> ServiceConfig:
+    """The config with the rollout workers on generator ``name`` and a policy as wide as its features."""
+    d_feature, d_prompt = backend_widths(name, cfg.rollout.generator_weights)
+    policy = replace(cfg.learner.policy, d_feature=d_feature, d_prompt=d_prompt)
+    return replace(cfg, rollout=replace(cfg.rollout, generator=name), learner=replace(cfg.learner, policy=policy))
 
 
 def ray_init() -> None:

@@ -15,10 +15,10 @@ def _int_at_least(obj: object, name: str, low: int, hint: str) -> None:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    backend: str = "storyworld"
-    """Generator backend by name (``inflvg.protocol.BACKENDS``)."""
+    generator: str = "storyworld"
+    """The generator by name (``inflvg.protocol.BACKENDS``: storyworld, wan-tiny, wan-1.3b)."""
     generator_weights: str | None = None
-    """Path of the frozen generator's weights (local); None: the backend's shipped ones."""
+    """Path of the frozen generator's weights (local); None: its shipped ones (random for the Wan presets)."""
     group_size: int = 4
     """G: rollouts per prompt set. They share the generator's noise and differ by their selections."""
     budget_k: int | None = None
@@ -37,8 +37,8 @@ class RolloutConfig:
     """Store each video's frames (T, H, W, 3) uint8 in its Rollout (the reward actors need them)."""
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"RolloutConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.generator not in BACKENDS:
+            raise ValueError(f"RolloutConfig.generator must be one of {', '.join(BACKENDS)}, got {self.generator!r}")
         if self.generator_weights is not None and (not isinstance(self.generator_weights, str) or not self.generator_weights):
             raise ValueError(
                 f"RolloutConfig.generator_weights must be a non-empty path string or None (the shipped weights), "

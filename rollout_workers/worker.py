@@ -4,7 +4,7 @@ For each prompt set, G videos are generated with the current policy. They share 
 noise and differ only by the policy's sampled selections (InfLVG, arXiv 2505.17574, section 3).
 The G copies of the prompt set are generated as one batch with ``shared_noise`` (1.5x faster
 than one by one on a CPU core), each row with its own selection seed. The worker speaks to the
-generator only through ``inflvg.protocol``; its backend is ``RolloutConfig.backend``.
+generator only through ``inflvg.protocol``; which one is ``RolloutConfig.generator``.
 
 Seeds are derived per prompt set from the call's base seeds and the prompt set's position in
 the whole request (``first_index + i``), never from the worker, so a prompt set gives the same
@@ -67,7 +67,7 @@ class RolloutWorker:
         torch.set_num_threads(cfg.threads)  # more threads than reserved cores is 10-60x slower
         self.cfg = cfg
         self.device = "cuda" if cfg.num_gpus > 0 else "cpu"
-        self.gen = load_backend(cfg.backend, cfg.generator_weights, self.device)
+        self.gen = load_backend(cfg.generator, cfg.generator_weights, self.device)
         ctx = self.gen.spec.context
         self.ctx = ctx if cfg.budget_k is None else replace(ctx, budget_k=cfg.budget_k)
         spec = self.gen.spec

@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> dict:
 def check_files(cfg: ServeConfig) -> None:
     """Fail before starting anything when a named local file is missing, or the prompt file is
     not a readable EPS .jsonl within the request bounds."""
-    for name in ("generator", "policy", "prompts"):
+    for name in ("weights", "policy", "prompts"):
         path = getattr(cfg, name)
         if path is not None and not Path(path).is_file():
             raise ValueError(f"--{name} {path!r} is not a file")

@@ -27,10 +27,11 @@ class ServeConfig:
     api_key_env: str = "INFLVG_API_KEY"
     """Environment variable holding the API key, read where the app is built; only its SHA-256
     reaches the replicas, so the key never appears in a config or in the Serve dashboard."""
-    backend: str = "storyworld"
-    """Generator backend, a name of ``inflvg.protocol.BACKENDS`` (the generator protocol)."""
-    generator: str | None = None
-    """The backend's weights (a local path); None: its shipped ones (inflvg/weights/generator.pt)."""
+    generator: str = "storyworld"
+    """The generator by name, one of ``inflvg.protocol.BACKENDS`` ('storyworld', 'wan-tiny', 'wan-1.3b')."""
+    weights: str | None = None
+    """The generator's weights, a local path (a file for 'storyworld', a folder for the Wan presets);
+    None: the shipped ones (random weights for the Wan presets)."""
     policy: str | None = None
     """A selection-policy file (policy.pt) for strategy 'learned'."""
     model_uri: str | None = None
@@ -108,8 +109,8 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.refiner must be 'module:Class', got {self.refiner!r}")
         from inflvg.protocol import BACKENDS
 
-        if self.backend not in BACKENDS:
-            raise ValueError(f"ServeConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.generator not in BACKENDS:
+            raise ValueError(f"ServeConfig.generator must be one of {', '.join(BACKENDS)}, got {self.generator!r}")
         if self.prompts is not None:
             self.prompt_sets()
             # replicas read it too, wherever their working directory is

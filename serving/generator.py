@@ -135,7 +135,7 @@ class VideoGenerator:
     def __init__(self, cfg: ServeConfig):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
-        self.gen = load_backend(cfg.backend, cfg.generator, cfg.device)
+        self.gen = load_backend(cfg.generator, cfg.weights, cfg.device)
         self.spec = self.gen.spec
         self.policy = load_serving_policy(cfg, self.spec.d_feature, self.spec.d_prompt)
         self.embed = PromptEmbedder(self.gen)
@@ -151,7 +151,7 @@ class VideoGenerator:
     def info(self) -> dict:
         spec = self.spec
         gen = {
-            "backend": spec.backend, "weights": self.cfg.generator or "shipped", "parameters": spec.parameters,
+            "name": spec.backend, "weights": self.cfg.weights or "shipped", "parameters": spec.parameters,
             "frame_shape": list(spec.frame_shape), "frames_per_scene": spec.frames_per_scene, "frames_per_block": spec.frames_per_block,
             "budget_k": spec.context.budget_k, "window_frames": spec.context.window_frames, "device": self.cfg.device,
         }  # fmt: skip

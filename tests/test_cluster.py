@@ -141,3 +141,23 @@ def test_a_bad_prompt_file_fails_before_anything_starts(tmp_path):
                        capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert r.returncode == 2 and f"{bad}:2, key 'subjects': subject tag 'dog'" in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing half-trained
+
+
+def test_the_wan_backend_trains_through_ray_job_submit(ray_head, tmp_path):
+    """--generator wan-tiny: 2 GRPO steps on a free-text file; the policy, as wide as the backend's features, moves."""
+    from cluster.config import preset
+    from cluster.train import with_generator
+    from inflvg.policy import SelectionPolicy, load_policy
+
+    address, env = ray_head
+    done = submit(address, env, "--generator", "wan-tiny", "--prompts", "tests/data/free_text.jsonl", "--steps", "2",
+                  "--run-name", "wan", "--output-root", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "wan"
+    assert logged_steps(run) == [0, 1] and json.loads((run / "steps.jsonl").read_text().splitlines()[-1])["version"] == 2
+    cfg = with_generator(preset("debug"), "wan-tiny").learner
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        start = SelectionPolicy(cfg.policy)  # the learner's initial weights
+    trained = load_policy(run / "policy.pt")
+    assert trained.cfg.d_feature == 48 and any(not torch.equal(v, start.state_dict()[k]) for k, v in trained.state_dict().items())

@@ -124,7 +124,7 @@ def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weigh
 @pytest.mark.parametrize(
     "field,value",
     [("group_size", 1), ("budget_k", 0), ("replicas", 0), ("threads", 0), ("max_restarts", -1), ("num_gpus", -1.0),
-     ("keep_frames", "yes"), ("generator_weights", ""), ("backend", "wan")],
+     ("keep_frames", "yes"), ("generator_weights", ""), ("generator", "wan")],
 )  # fmt: skip
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=f"RolloutConfig.{field}"):

@@ -2,6 +2,7 @@
 the field named, batch keys, the video encoders (decoded back), policy loading, the prompt file,
 and the serve config file."""
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def decode(data: bytes) -> list[np.ndarray]:
 @pytest.mark.parametrize("fields, named", [
     ({"max_batch_size": 0}, "max_batch_size"), ({"num_gpus": -1.0}, "num_gpus"), ({"device": "tpu"}, "device"),
     ({"policy": "a.pt", "model_uri": "runs:/x/policy"}, "model_uri"), ({"num_replicas": 3, "max_replicas": 2}, "max_replicas"), ({"max_replicas": 2.5}, "max_replicas"),
-    ({"device": "cuda"}, "num_gpus"), ({"refiner": "cluster.refine.Refiner"}, "refiner"), ({"backend": "wan"}, "backend"),
+    ({"device": "cuda"}, "num_gpus"), ({"refiner": "cluster.refine.Refiner"}, "refiner"), ({"generator": "wan"}, "generator"),
     ({"prompts": "no/such/prompts.jsonl"}, "prompts.*does not exist"), ({"prompts": str(REPO / "README.md")}, "prompts.*not valid JSON"),
     ({"prompts": str(FREE_TEXT), "max_scenes": 5}, "prompts.*6 scenes, more than max_scenes"),
     ({"prompts": str(FREE_TEXT), "max_prompt_chars": 60}, "prompts.*more than max_prompt_chars"),
@@ -207,7 +208,7 @@ def test_replica_counts_unknown_words_and_turns_a_refusal_into_an_error_event(re
         return Job(**{**base, **kw})
 
     info = replica.info()["generator"]
-    assert info["backend"] == "storyworld" and info["frame_shape"] == [32, 32] and info["parameters"] > 0
+    assert info["name"] == "storyworld" and info["frame_shape"] == [32, 32] and info["parameters"] > 0
     [event] = replica._work([job()], Progress(time.time() + 60, 4))
     assert event["event"] == "result" and event["frames"].shape == (4, 32, 32, 3)
     unknown = [len(replica.gen.tokenizer.unknown_words(p)) for p in free.scenes]
@@ -228,3 +229,22 @@ def test_subject_tags_travel_with_the_request_and_bad_ones_name_the_field():
         with pytest.raises(FieldError, match=message) as e:
             prompt_set_of(scenes, None, "r1", bad)
         assert e.value.field == "subjects"
+
+
+def test_a_replica_serves_the_wan_backend_by_name():
+    """ServeConfig(generator='wan-tiny'): latent frames in blocks of 3, non-square frames; a scene
+    length that is not a multiple of the block is a 422 naming frames_per_scene."""
+    import time
+
+    from serving.generator import Progress, VideoGenerator
+
+    wan = VideoGenerator(ServeConfig(generator="wan-tiny"))
+    info = wan.info()["generator"]
+    assert (info["name"], info["frame_shape"], info["frames_per_block"]) == ("wan-tiny", [64, 96], 3)
+    now = time.time()
+    job = Job(request_id="w", prompt_set=prompt_set_of(["A golden retriever runs", "A grey cat sleeps"], None, "w"), strategy="random",
+              seed=0, frames_per_scene=None, budget_k=None, refine_steps=0, scores=False, submitted=now, deadline=now + 60)  # fmt: skip
+    [event] = wan._work([job], Progress(now + 60, 6))
+    assert event["event"] == "result" and event["frames"].shape == (6, 64, 96, 3)
+    [event] = wan._work([dataclasses.replace(job, frames_per_scene=2)], Progress(now + 60, 4))
+    assert event["status"] == 422 and event["field"] == "frames_per_scene"

@@ -118,7 +118,7 @@ def test_health_and_models(server):
     assert models["policy"] == model_uri and models["default_strategy"] == "learned"
     assert {s["name"] for s in models["strategies"] if s["available"]} == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
     assert models["limits"]["max_scenes"] == 6 and models["generator"]["frame_shape"] == [32, 32]
-    assert models["generator"]["backend"] == "storyworld" and models["generator"]["parameters"] > 0
+    assert models["generator"]["name"] == "storyworld" and models["generator"]["parameters"] > 0
     assert models["prompt_rows"] == 8
 
 

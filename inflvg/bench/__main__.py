@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget-k", type=positive_int, help="long-term tokens kept (default: the weights' own)")
     ap.add_argument("--lengths", default="1,2,4,8,16", help="video lengths for timing, as multiples of the training horizon")
     ap.add_argument("--timing-videos", type=positive_int, default=1)
-    ap.add_argument("--backend", default="storyworld", choices=list(BACKENDS), help="generator backend")
+    ap.add_argument("--generator", default="storyworld", choices=list(BACKENDS), help="the generator by name")
     ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
     ap.add_argument("--policy", help="a trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)")
     ap.add_argument("--workers", type=positive_int, default=2, help="processes measuring strategies side by side")
@@ -86,11 +86,11 @@ def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet]) -> lis
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
-        gen = load_backend(args.backend, args.weights)
+        gen = load_backend(args.generator, args.weights)
         prompt_sets, truths = bench_prompt_sets(args, gen)
         ctx = with_budget(gen.spec.context, args.budget_k)
         names = strategy_names(args.strategy_list, prompt_sets) + (["learned"] if args.policy else [])
-        job = Job(args.backend, args.weights, args.budget_k, args.seed, prompt_sets, truths, args.length_list, args.timing_videos,
+        job = Job(args.generator, args.weights, args.budget_k, args.seed, prompt_sets, truths, args.length_list, args.timing_videos,
                   args.threads, args.policy)  # fmt: skip
         if args.policy:
             make("learned", job, gen)  # a missing or wrong policy file fails here, before any work
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "config": {
             "split": None if args.prompts else args.split, "prompts": args.prompts or f"{args.split} split",
-            "ground_truth": sum(t is not None for t in truths) / len(truths), "backend": args.backend,
+            "ground_truth": sum(t is not None for t in truths) / len(truths), "generator": args.generator,
             "seed": args.seed, "videos": len(prompt_sets), "frames_per_scene": gen.spec.frames_per_scene,
             "horizon_frames": gen.spec.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
             "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,

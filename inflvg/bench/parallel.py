@@ -31,7 +31,7 @@ COST_ORDER = (("timing", "full"), ("quality", "full"), ("quality", "learned"), (
 
 @dataclass(frozen=True)
 class Job:
-    backend: str
+    generator: str
     weights: str | None
     budget_k: int | None
     seed: int
@@ -54,7 +54,7 @@ def make(name: str, job: Job, gen):
 def run_task(phase: str, name: str, job: Job):
     """One strategy's per-video quality table (``phase="quality"``) or its timing entry, in this process."""
     torch.set_num_threads(job.threads)
-    gen = load_backend(job.backend, job.weights)
+    gen = load_backend(job.generator, job.weights)
     setup = BenchSetup(gen, with_budget(gen.spec.context, job.budget_k), job.seed)
     strategy = make(name, job, gen)
     if phase == "quality":

@@ -134,11 +134,13 @@ def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int
     for t, res in generate_stepwise(setup.gen, prompt_sets, strategy, seed=setup.seed, ctx=setup.ctx):
         one_x[t - setup.gen.spec.frames_per_block + 1 : t + 1] = next(alongside)
         progress(t + 1, len(one_x))
-    out = {key: {} for key in ("ms_per_frame", "ms_ratio_to_1x", "context_tokens", "kv_bytes_per_transition", "history_kv_bytes_per_transition")}
+    keys = ("ms_per_frame", "decode_ms_per_frame", "ms_ratio_to_1x", "context_tokens", "kv_bytes_per_transition", "history_kv_bytes_per_transition")
+    out = {key: {} for key in keys}
     for mult in multiples:
         frames = slice(max((mult - 1) * horizon, fps), mult * horizon)
         ms, key = float(np.median(res.ms_per_frame[frames])), str(mult)
         out["ms_per_frame"][key] = ms
+        out["decode_ms_per_frame"][key] = float(np.median(res.decode_ms_per_frame[frames]))
         out["ms_ratio_to_1x"][key] = ms / float(np.nanmedian(one_x[frames]))
         out["context_tokens"][key] = int(res.context_tokens[frames].max())
         if res.gathered_bytes:
