@@ -25,9 +25,10 @@ from inflvg.config import WorldConfig
 from inflvg.policy import load_policy
 from inflvg.prompts import load_prompts
 from inflvg.protocol import BACKENDS, load_backend
+from inflvg.refine import RefineConfig, Refiner
 from inflvg.world import sample_prompt_set
+from reward_actors.videos import VideoScorer
 
-from .refine import RefineConfig, Refiner
 
 
 def curves(refiner: Refiner, policy, prompt_sets: list, fresh_steps: int, amortised_steps: int) -> dict[str, np.ndarray]:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]  # fmt: skip
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    refiner = Refiner(gen, cfg=RefineConfig(group_size=args.group_size))
+    refiner = Refiner(gen, VideoScorer(), RefineConfig(group_size=args.group_size))
     result = summary(curves(refiner, policy, prompt_sets, args.fresh_steps, args.amortised_steps), args.fresh_steps)
     result["config"] = vars(args)
     out = Path(args.out)

@@ -17,18 +17,17 @@ import json
 import os
 import socket
 import time
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from inflvg.policy import SelectionPolicy, plackett_luce_entropy, plackett_luce_log_prob
-from inflvg.rollout import Rollout, Transition, TransitionBatch, collate_transitions, group_rollouts
+from inflvg.policy import SelectionPolicy
+from inflvg.rollout import Rollout, TransitionBatch
+from inflvg.update import grpo_update
 
 from . import checkpoint as ckpt
 from .config import LearnerConfig
-from .grpo import advantage_stats, credit_transitions, grpo_loss, kl_k3, per_transition_credit, stack_scene_rewards
 
 ENGINE_TAG = "engine"  # DeepSpeed's sub-directory (its "tag") inside one checkpoint directory
 
@@ -64,31 +63,6 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict:
     if cfg.dtype == "bf16":
         config["communication_data_type"] = "fp32"  # sum gradients across ranks in fp32, not bf16
     return config
-
-
-def _take(batch: TransitionBatch, idx: torch.Tensor, device: torch.device) -> TransitionBatch:
-    """Rows ``idx`` of a batch on ``device``, candidate padding trimmed to the longest pool among them."""
-    n = max(int(batch.valid[idx].sum(-1).max()), 1)
-    return TransitionBatch(
-        features=batch.features[idx, :n].to(device), valid=batch.valid[idx, :n].to(device),
-        prompt_tokens=batch.prompt_tokens[idx].to(device), prompt_mask=batch.prompt_mask[idx].to(device),
-        chosen=batch.chosen[idx].to(device), logp_old=batch.logp_old[idx].to(device),
-    )  # fmt: skip
-
-
-def _scene_reward_stats(groups: list[list[Rollout]]) -> dict[str, float]:
-    """Counts over the (prompt set, scene) groups that hold an action (scene 0 usually holds none)."""
-    scenes = sorted({t.scene for g in groups for r in g for t in r.transitions})
-    rewards, real = stack_scene_rewards(groups)
-    rewards, real = rewards[:, :, scenes], real[:, :, scenes]  # (P, G, S_acted)
-    _, excluded = per_transition_credit(rewards)
-    pairs = real[:, 0, :]  # (P, S_acted): the scene exists in that group's prompt set
-    stats = advantage_stats(rewards.transpose(1, 2)[pairs], excluded.transpose(1, 2)[pairs])  # (pairs, G), groups along G
-    return {
-        "reward_mean": float(rewards[real].nanmean()) if real.any() else float("nan"),
-        "zero_variance_fraction": stats["zero_variance_groups"] / max(stats["groups"], 1.0),
-        "masked_rewards": stats["masked_rewards"],
-    }
 
 
 class Learner:
@@ -136,72 +110,29 @@ class Learner:
     def update(self, rollouts: list[Rollout]) -> dict[str, float]:
         """One GRPO update on complete groups of rollouts -> metrics (version is the new one).
 
-        Per-transition credit: A[p, g, s] normalised across the G rollouts of prompt set p at scene
-        s (``learner.grpo.credit_transitions``). Transitions without signal (masked reward,
-        zero-variance group) are dropped; with none left, no step is taken and the version stays.
-        With several ranks, each must get a share giving the same number of minibatch steps."""
-        if not rollouts:
-            raise ValueError("Learner.update needs rollouts: at least one complete GRPO group")
+        ``inflvg.update.grpo_update``, the update refinement runs too, with DeepSpeed taking
+        each step; with no transition left to learn from, no step is taken and the version
+        stays. With several ranks, each must get a share giving the same number of steps."""
         t0 = time.perf_counter()
-        groups = group_rollouts(rollouts)
-        transitions, advantages, valid = credit_transitions(groups, scale=self.cfg.advantage_scale)
-        used = [t for t, v in zip(transitions, valid.tolist()) if v]
-        adv = advantages[valid]  # (M,)
-        metrics = _scene_reward_stats(groups) if transitions else {}
-        metrics.update(
-            transitions=float(len(used)), transitions_total=float(len(transitions)),
-            advantage_mean=float(adv.mean()) if len(used) else 0.0,
-            advantage_std=float(adv.std(unbiased=False)) if len(used) else 0.0,
-        )  # fmt: skip
-        if used:
-            metrics.update(self._optimise(collate_transitions(used), adv))
+        reference = None if self.reference is None else (lambda mb: self._logits(self.reference, mb))
+        metrics = grpo_update(rollouts, lambda mb: self._logits(self.engine, mb), self._step, self.cfg.update,
+                              self.version, self.device, reference)  # fmt: skip
+        if metrics["optimizer_steps"]:
             self.version += 1
-        metrics.update(version=self.version, seconds=time.perf_counter() - t0)
-        return metrics
+        return metrics | {"version": self.version, "seconds": time.perf_counter() - t0}
 
-    def _optimise(self, batch: TransitionBatch, advantages: torch.Tensor) -> dict[str, float]:
-        """``epochs`` shuffled passes of minibatch steps -> metrics averaged over the steps. The
-        order is seeded by (seed, version), so a resumed learner repeats it exactly."""
-        order = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.version)
-        sums: dict[str, float] = defaultdict(float)
-        steps = 0
-        for _ in range(self.cfg.epochs):
-            for idx in torch.randperm(len(advantages), generator=order).split(self.cfg.minibatch_size):
-                for key, value in self._step(_take(batch, idx, self.device), advantages[idx].to(self.device)).items():
-                    sums[key] += value
-                steps += 1
-        return {key: value / steps for key, value in sums.items()} | {"optimizer_steps": float(steps)}
-
-    def _step(self, mb: TransitionBatch, advantages: torch.Tensor) -> dict[str, float]:
-        """One optimizer step on a minibatch of B transitions (advantages (B,)) -> its statistics."""
-        logits = self._logits(self.engine, mb)  # (B, N)
-        logp_new = plackett_luce_log_prob(logits, mb.chosen, mb.valid)  # (B,) fp32
-        logp_ref = None
-        if self.reference is not None:
-            with torch.no_grad():
-                logp_ref = plackett_luce_log_prob(self._logits(self.reference, mb), mb.chosen, mb.valid)
-        loss, stats = grpo_loss(logp_new, mb.logp_old, advantages, logp_ref=logp_ref, beta=self.cfg.kl_beta, clip_eps=self.cfg.clip_eps)
-        with torch.no_grad():
-            stats["entropy"] = plackett_luce_entropy(logits.detach(), mb.chosen, mb.valid).mean().item()
-            stats["kl_old"] = kl_k3(logp_new.detach(), mb.logp_old).mean().item()
+    def _step(self, loss: torch.Tensor) -> float:
+        """Backward, clip and step through DeepSpeed -> the pre-clip gradient norm."""
         self.engine.backward(loss)
         local_norm = self._local_grad_norm()
         self.engine.step()
         norm = self.engine.get_global_grad_norm()  # None where DeepSpeed does not compute it (ZeRO-0 fp32)
-        stats["grad_norm"] = float(norm) if norm is not None else local_norm
-        return stats
+        return float(norm) if norm is not None else local_norm
 
     def _local_grad_norm(self) -> float:
         """Pre-clip gradient norm from ``.grad`` (ZeRO-0 fp32, single rank); NaN where grads live elsewhere."""
         grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else float("nan")
-
-    @torch.no_grad()
-    def log_probs(self, transitions: list[Transition]) -> torch.Tensor:
-        """Log-probs (M,) fp32 on CPU of the recorded selections under the current weights."""
-        batch = collate_transitions(transitions)
-        mb = _take(batch, torch.arange(len(transitions)), self.device)
-        return plackett_luce_log_prob(self._logits(self.engine, mb), mb.chosen, mb.valid).cpu()
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
         """(version, state_dict) of CPU fp32 tensors, loadable into a ``SelectionPolicy``: the fp32

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from inflvg.policy import PolicyConfig
+from inflvg.update import UpdateConfig
 
 
 def _number(cfg: object, name: str, low: float, strict: bool, fix: str) -> None:
@@ -100,6 +101,11 @@ class LearnerConfig:
     @property
     def uses_gpu(self) -> bool:
         return self.num_gpus > 0
+
+    @property
+    def update(self) -> UpdateConfig:
+        """The GRPO update's constants, as ``inflvg.update.grpo_update`` takes them."""
+        return UpdateConfig(self.epochs, self.minibatch_size, self.clip_eps, self.kl_beta, self.advantage_scale, self.seed)
 
     def resolved_backend(self, cuda_available: bool) -> str:
         """'gloo' or 'nccl': 'auto' picks nccl only when this learner has a GPU and CUDA is available."""

@@ -33,8 +33,6 @@ class RolloutConfig:
     """Times Ray restarts a dead actor (its work is re-issued once by the group)."""
     threads: int = 1
     """torch intra-op threads inside the actor: more than the reserved cores makes it much slower."""
-    keep_frames: bool = True
-    """Store each video's frames (T, H, W, 3) uint8 in its Rollout (the reward actors need them)."""
 
     def __post_init__(self) -> None:
         if self.generator not in BACKENDS:
@@ -54,5 +52,3 @@ class RolloutConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"RolloutConfig.{name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.keep_frames, bool):
-            raise ValueError(f"RolloutConfig.keep_frames must be True or False, got {self.keep_frames!r}")

@@ -11,7 +11,8 @@ exactly once, in input order.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class RolloutGroup:
 
         ref = weights_ref if isinstance(weights_ref, ray.ObjectRef) else ray.put(weights_ref)
         pending = [h.set_weights.remote(version, ref) for h in self.handles]  # all replicas load at once
-        refused = [i for i, (h, p) in enumerate(zip(self.handles, pending)) if not _push(h, version, ref, p)]
+        refused = [i for i, (h, p) in enumerate(zip(self.handles, pending, strict=True)) if not _push(h, version, ref, p)]
         if refused:
             raise RuntimeError(
                 f"rollout replicas {refused} refused weights version {version}: they hold a newer one; "
@@ -59,10 +60,6 @@ class RolloutGroup:
             prompt_sets, self.cfg.group_size, lambda h, chunk, first: h.rollout.remote(chunk, noise_seed, selection_seed, first)
         )
 
-    def greedy_rollout(self, prompt_sets: list[PromptSet], noise_seed: int) -> list[Rollout]:
-        """P prompt sets -> P greedy Rollouts (evaluation), in input order."""
-        return self._spread(prompt_sets, 1, lambda h, chunk, first: h.greedy_rollout.remote(chunk, noise_seed, first))
-
     def pids(self) -> list[int]:
         import ray
 
@@ -74,7 +71,7 @@ class RolloutGroup:
             raise RuntimeError("call sync(version, weights_ref) before the first rollout: the replicas hold no weights")
         prompt_sets = list(prompt_sets)
         bounds = _chunks(len(prompt_sets), len(self.handles))  # [(start, stop)] one per busy replica
-        pending = [(h, a, b, call(h, prompt_sets[a:b], a)) for h, (a, b) in zip(self.handles, bounds)]
+        pending = [(h, a, b, call(h, prompt_sets[a:b], a)) for h, (a, b) in zip(self.handles, bounds, strict=False)]  # idle replicas get no chunk
         out: list[Rollout] = []
         for h, a, b, ref in pending:
             out += self._get_or_reissue(h, ref, lambda h=h, a=a, b=b: call(h, prompt_sets[a:b], a), b - a)
@@ -114,7 +111,7 @@ def _chunks(n: int, replicas: int) -> list[tuple[int, int]]:
     if n == 0:
         return []
     edges = np.linspace(0, n, min(n, replicas) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in pairwise(edges)]
 
 
 def _wait_until_alive(handle, timeout_s: float = 120.0) -> None:

@@ -1,84 +1,8 @@
-"""Serve InfLVG over HTTP until interrupted:
+"""`python -m serving`: the HTTP service. The application is assembled where the arrows allow it,
+in ``cluster.serve`` (the wiring layer binds the reward models to serving's generator), so this
+entry point only hands over to it; serving's own modules import no other role."""
 
-    python -m serving --host 127.0.0.1 --port 8000 [--policy PATH | --model-uri URI] [--prompts FILE.jsonl] [--max-batch-size 8 ...]
-
-Joins the Ray cluster at $RAY_ADDRESS when it is set, else starts a local Ray on 127.0.0.1
-(never a cluster merely found on the machine); starts Serve's proxy on --host/--port and
-deploys the app. Every option is a ServeConfig field. Binding anything but loopback requires
-an API key in $INFLVG_API_KEY. --prompts FILE: an EPS .jsonl of free-text prompt sets whose rows
-the web page can load (GET /v1/example?row=N).
-"""
-
-from __future__ import annotations
-
-import argparse
-import os
-import signal
-import sys
-import time
-from dataclasses import MISSING, fields
-from pathlib import Path
-
-from .config import ServeConfig, api_key_hash, check_bind
-
-
-def parse_args(argv: list[str] | None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(ServeConfig):
-        default = None if f.default is MISSING else f.default
-        ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.name.upper(), help=f"default: {default}")
-    return {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
-
-
-def check_files(cfg: ServeConfig) -> None:
-    """Fail before starting anything when a named local file is missing, or the prompt file is
-    not a readable EPS .jsonl within the request bounds."""
-    for name in ("weights", "policy", "prompts"):
-        path = getattr(cfg, name)
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"--{name} {path!r} is not a file")
-    if cfg.prompts is not None:
-        try:
-            cfg.prompt_sets()
-        except ValueError as e:
-            raise ValueError(f"--prompts: {str(e).removeprefix('ServeConfig.prompts: ')}") from None
-
-
-def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:
-    import ray
-    from ray import serve
-
-    from .app import APP_NAME, compose
-
-    # replicas inherit this when Ray starts here: one intra-op thread unless configured
-    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.torch_threads))
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)  # $RAY_ADDRESS overrides "local"
-    try:
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
-        serve.run(compose(cfg, key_hash), name=APP_NAME, route_prefix="/")
-        print(f"serving on http://{cfg.host}:{cfg.port}/ (API at /docs); Ctrl-C stops", flush=True)
-        # explicit: a process started in the background by a shell inherits SIGINT ignored
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        serve.delete(APP_NAME)
-        ray.shutdown()
-
-
-def main(argv: list[str] | None = None) -> None:
-    try:
-        cfg = ServeConfig.from_mapping(parse_args(argv))
-        key_hash = api_key_hash(cfg)
-        check_bind(cfg, key_hash)
-        check_files(cfg)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    serve_forever(cfg, key_hash)
-
+from cluster.serve import main
 
 if __name__ == "__main__":
     main()

@@ -47,8 +47,7 @@ class Backend:
         return self.info
 
     async def refiner_problem(self) -> str | None:
-        """Why the refiner is unavailable, or None. It is imported inside a generator replica,
-        the first time someone needs it."""
+        """Why scores and refinement are unavailable (no reward models bound), or None."""
         if not self.refiner_asked:
             self.refiner_error = await self.handle.refiner_problem.remote()
             self.refiner_asked = True
@@ -139,7 +138,7 @@ def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
             + [{"name": name, "available": True, "reason": ORACLE_NOTE if cls.needs_ground_truth else None} for name, cls in STRATEGIES.items()],
             limits={k: getattr(cfg, k) for k in ("max_scenes", "max_frames_per_scene", "max_prompt_chars", "max_budget_k",
                                                  "max_refine_steps", "max_body_bytes", "request_timeout_s")},
-            refiner={"name": cfg.refiner, "available": problem is None, "reason": problem},
+            refiner={"name": "rewards", "available": problem is None, "reason": problem},
             prompt_rows=None if rows is None else len(rows),
         )  # fmt: skip
 

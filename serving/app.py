@@ -1,6 +1,8 @@
-"""The Serve application: a FastAPI ingress deployment in front of the generator deployment.
+"""The Serve application's deployments: a FastAPI ingress in front of the generator deployment.
+The generator reaches the reward models through a handle it is given (``rewards``); the
+application with its reward deployment is assembled in ``cluster.serve``:
 
-    serve run serving.app:build_app policy=runs/storyworld/policy.pt     # import path + args
+    serve run cluster.serve:build_app policy=runs/storyworld/policy.pt   # import path + args
     serve run serving/serve_config.yaml                                   # or: serve deploy ...
     python -m serving --host 127.0.0.1 --port 8000                        # starts Ray too
 """
@@ -11,7 +13,7 @@ from ray import serve
 from ray.serve import Application
 
 from .api import create_api
-from .config import ServeConfig, api_key_hash, check_bind
+from .config import ServeConfig
 from .generator import VideoGenerator
 
 APP_NAME = "inflvg"
@@ -44,16 +46,9 @@ def generator_options(cfg: ServeConfig) -> dict:
     return opts
 
 
-def compose(cfg: ServeConfig, key_hash: str | None) -> Application:
-    generator = serve.deployment(VideoGenerator).options(**generator_options(cfg)).bind(cfg)
+def compose(cfg: ServeConfig, key_hash: str | None, rewards=None) -> Application:
+    """The ingress over the generator deployment; ``rewards``: the bound reward deployment, or
+    None for a server without scores and refinement."""
+    generator = serve.deployment(VideoGenerator).options(**generator_options(cfg)).bind(cfg, rewards)
     ingress = serve.deployment(Api).options(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
     return ingress.bind(generator, cfg, key_hash)
-
-
-def build_app(args: dict) -> Application:
-    """Application builder for ``serve run`` / ``serve deploy``: ``args`` are ServeConfig fields.
-    Raises when the config binds beyond loopback and no API key is set."""
-    cfg = ServeConfig.from_mapping(args)
-    key_hash = api_key_hash(cfg)
-    check_bind(cfg, key_hash)
-    return compose(cfg, key_hash)

@@ -3,7 +3,7 @@
 One ``ServeConfig`` drives both deployments: where the proxy binds, where the model comes from,
 replicas and batching, and the bounds every request is validated against. The same fields are
 the ``args`` of ``serve_config.yaml``, the options of ``python -m serving`` and of ``serve run
-serving.app:build_app key=value ...``.
+cluster.serve:build_app key=value ...``.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ class ServeConfig:
     """A local EPS .jsonl of prompt sets (InfLVG's format: free text, one row per video) whose rows
     GET /v1/example?row=N serves, so the web page can load them; None: held-out StoryWorld examples.
     Read and checked when the config is made: every row must fit max_scenes and max_prompt_chars."""
-    refiner: str = "cluster.refine:Refiner"
-    """Import path of the class that scores videos and refines the policy at test time; imported
-    inside the generator replica the first time a request asks for scores or refinement."""
+    reward_num_cpus: float = 1.0
+    """CPUs the reward deployment reserves (one replica holding every reward model, bound to the
+    generator where the application is assembled: ``cluster.serve``). It works only when a request
+    asks for scores or refinement."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -105,8 +106,6 @@ class ServeConfig:
         for name in ("request_timeout_s", "progress_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        if ":" not in self.refiner:
-            raise ValueError(f"ServeConfig.refiner must be 'module:Class', got {self.refiner!r}")
         from inflvg.protocol import BACKENDS
 
         if self.generator not in BACKENDS:

@@ -11,7 +11,6 @@ Events (plain dicts, one stream per job):
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import math
 import time
@@ -27,11 +26,13 @@ from inflvg.context import make_strategy
 from inflvg.generate import GenerationResult, generate
 from inflvg.policy import LearnedStrategy, PromptEmbedder, SelectionPolicy, load_policy
 from inflvg.protocol import load_backend
+from inflvg.refine import Refiner
 
 from .config import ServeConfig
 from .jobs import FieldError, Job, check_strategy
 
 log = logging.getLogger("ray.serve")
+NO_REWARDS = "scores and refine_steps need the reward models, and none are bound to this server (python -m serving binds them)"
 
 
 class Unavailable(Exception):
@@ -128,18 +129,30 @@ def error_event(status: int, detail: str, field: str | None = None) -> dict:
     return {"event": "error", "status": status, "detail": detail, "field": field}
 
 
+class RemoteScorer:
+    """The reward deployment behind a Serve handle, as ``inflvg.refine.SceneScorer``: called from
+    the replica's worker thread (never its event loop), so it may wait for the answer."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def scene_rewards(self, videos: np.ndarray, ps, frames_per_scene: int) -> tuple[np.ndarray, dict]:
+        return self.handle.scene_rewards.remote(videos, ps, frames_per_scene).result()
+
+
 class VideoGenerator:
     """One generator replica: the backend, the policy, a worker thread that generates batches,
-    and (on first use) the refiner that scores and refines."""
+    and the refiner, which reaches the reward models through ``rewards``, a handle to the reward
+    deployment bound where the application is assembled (None: no scores, no refinement)."""
 
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, rewards=None):
         torch.set_num_threads(cfg.torch_threads)
         self.cfg = cfg
         self.gen = load_backend(cfg.generator, cfg.weights, cfg.device)
         self.spec = self.gen.spec
         self.policy = load_serving_policy(cfg, self.spec.d_feature, self.spec.d_prompt)
         self.embed = PromptEmbedder(self.gen)
-        self.refiner_class, self.refiners = None, {}
+        self.refiner = None if rewards is None else Refiner(self.gen, RemoteScorer(rewards))
         # one worker thread: batches run one after another, and the event loop stays free to
         # collect the next batch and answer health checks meanwhile
         self.executor = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(cfg.torch_threads,))
@@ -158,12 +171,8 @@ class VideoGenerator:
         return {"generator": gen, "policy": policy_source(self.cfg) if self.policy is not None else None}
 
     def refiner_problem(self) -> str | None:
-        """Why scores and refinement are unavailable here, or None when the refiner imports."""
-        try:
-            self._refiner_class()
-        except Unavailable as e:
-            return str(e)
-        return None
+        """Why scores and refinement are unavailable here, or None."""
+        return None if self.refiner is not None else NO_REWARDS
 
     async def run(self, job: Job):
         """The deployment's entry point: this job's event stream.
@@ -245,7 +254,7 @@ class VideoGenerator:
         policy, refine = self.policy, None
         if job.refine_steps:
             progress.stage, progress.total = "refine", job.refine_steps
-            refined = self._refiner(fps, ctx).refine(self.policy, job.prompt_set, job.refine_steps, job.seed)
+            refined = self._refiner().refine(self.policy, job.prompt_set, job.refine_steps, job.seed, frames_per_scene=fps, ctx=ctx)
             policy = refined.policy.eval()
             refine = {"steps": job.refine_steps, "rewards": [_finite(r) for r in refined.curve]}
             progress.stage = "generate"
@@ -259,7 +268,7 @@ class VideoGenerator:
         out = []
         for b, j in enumerate(jobs):
             scored = time.time()
-            scores = self._refiner(fps, ctx).score(res.frames[b], j.prompt_set) if j.scores else None
+            scores = self._refiner().score(res.frames[b], j.prompt_set, fps) if j.scores else None
             unknown = [len(self.gen.tokenizer.unknown_words(p)) for p in j.prompt_set.scenes]
             out.append({
                 "event": "result", "frames": np.ascontiguousarray(res.frames[b]), "strategy": j.strategy, "frames_per_scene": fps,
@@ -269,20 +278,7 @@ class VideoGenerator:
             })  # fmt: skip
         return out
 
-    def _refiner_class(self):
-        if self.refiner_class is None:
-            module, _, name = self.cfg.refiner.partition(":")
-            try:
-                self.refiner_class = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError) as e:
-                raise Unavailable(f"scores and refine_steps need the refiner {self.cfg.refiner!r}, which cannot be imported here ({e})") from None
-        return self.refiner_class
-
-    def _refiner(self, frames_per_scene: int, ctx):
-        """One refiner per (frames per scene, budget), built on first use; a few are kept."""
-        key = (frames_per_scene, ctx.budget_k)
-        if key not in self.refiners:
-            if len(self.refiners) >= 4:
-                self.refiners.pop(next(iter(self.refiners)))
-            self.refiners[key] = self._refiner_class()(self.gen, frames_per_scene, ctx)
-        return self.refiners[key]
+    def _refiner(self) -> Refiner:
+        if self.refiner is None:
+            raise Unavailable(NO_REWARDS)
+        return self.refiner

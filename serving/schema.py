@@ -152,7 +152,7 @@ class ModelsResponse(BaseModel):
     default_strategy: str
     formats: list[str]
     limits: dict[str, Union[int, float]]
-    refiner: Capability = Field(description="What scores and refine_steps need: the refiner's import path and whether it imports.")
+    refiner: Capability = Field(description="What scores and refine_steps need: the reward models, and whether this server has them.")
     prompt_rows: Optional[int] = Field(description="Rows of the server's prompt file (GET /v1/example?row=N); null when it has none.")
 
 

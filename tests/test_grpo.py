@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inflvg.rollout import Rollout, Transition
-from learner.grpo import (
+from inflvg.grpo import (
     advantage_stats,
     clipped_objective,
     credit_transitions,

@@ -26,7 +26,7 @@ from learner.checkpoint import (
     staging_dir,
 )
 from learner.config import LearnerConfig
-from learner.grpo import credit_transitions, grpo_loss
+from inflvg.grpo import credit_transitions, grpo_loss
 
 POLICY = PolicyConfig(d_feature=16, d_prompt=8, d_model=16, n_heads=2, hidden=32)
 CFG = LearnerConfig(policy=POLICY, lr=1e-2, zero_stage=0, minibatch_size=64, epochs=2, seed=3)
@@ -102,6 +102,38 @@ def test_deepspeed_step_moves_the_policy_like_plain_torch():
     assert m["zero_variance_fraction"] == 0 and m["advantage_std"] > 0.5 and m["grad_norm"] > 0
     assert 0 < m["entropy"] < 3 * math.log(10) and m["kl_old"] >= 0
     assert all(math.isfinite(v) for v in m.values())
+
+
+def _without_key_bias(w: dict) -> dict:
+    """The attention's key bias has zero true gradient (softmax ignores a shared shift): Adam turns
+    its rounding noise into steps of either sign, so comparisons leave it out."""
+    d = POLICY.d_model
+    return {**w, "cross.in_proj_bias": torch.cat([w["cross.in_proj_bias"][:d], w["cross.in_proj_bias"][2 * d :]])}
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1])
+def test_refinement_takes_the_learners_update(zero_stage):
+    """Test-time refinement (torch AdamW) and the DeepSpeed learner: the same update on the same
+    transitions, with minibatches, two epochs and gradient clipping that bites."""
+    from inflvg.refine import RefineConfig, TorchUpdate
+    from learner.actor import Learner
+
+    cfg = replace(CFG, zero_stage=zero_stage, minibatch_size=4, max_grad_norm=0.05, advantage_scale="batch", weight_decay=0.01)
+    learner = Learner(cfg)
+    _, w0 = learner.weights()
+    rollouts = make_rollouts(w0, seed=2)
+    m = learner.update(rollouts)
+    policy = SelectionPolicy(POLICY)
+    policy.load_state_dict(w0)
+    refine_cfg = RefineConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, update=cfg.update)
+    r = TorchUpdate(policy, refine_cfg)(rollouts, version=0)
+    assert m["optimizer_steps"] == r["optimizer_steps"] == 8  # 15 transitions in minibatches of 4, 2 epochs
+    assert r["grad_norm"] > cfg.max_grad_norm  # the clip acts
+    learned, refined = _without_key_bias(learner.weights()[1]), _without_key_bias(policy.state_dict())
+    diff = max((learned[k] - refined[k]).abs().max().item() for k in learned)
+    assert diff <= 1e-6, diff
+    for key in ("loss", "policy_loss", "clip_fraction", "entropy"):
+        assert m[key] == pytest.approx(r[key], abs=1e-6)
 
 
 def test_learner_as_a_ray_actor_serves_weights_through_the_object_store():

@@ -27,7 +27,7 @@ from inflvg.policy import (
 from inflvg.protocol import Pool
 from inflvg.rollout import collate_transitions
 from inflvg.world import sample_prompt_set
-from learner.grpo import credit_transitions, grpo_loss
+from inflvg.grpo import credit_transitions, grpo_loss
 
 
 def slow_pl_log_prob(scores: list, picks: tuple) -> float:
@@ -108,8 +108,8 @@ def test_gradients_reach_every_parameter():
     mask, valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
     logits = policy(feats, prompt, mask, valid)
     assert torch.isinf(logits[1, 4:]).all() and torch.isfinite(logits[1, :4]).all()
-    chosen = policy.sample(logits, 3, torch.Generator().manual_seed(0))
-    policy.log_prob(logits, chosen, valid).sum().backward()
+    chosen = gumbel_top_k(logits, 3, torch.Generator().manual_seed(0))
+    plackett_luce_log_prob(logits, chosen, valid).sum().backward()
     for name, p in policy.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
@@ -141,7 +141,7 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny_gen):
     videos = strategy.video_transitions()
     batch = collate_transitions([t for v in videos for t in v])
     logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
-    logp = policy.log_prob(logits, batch.chosen, batch.valid)
+    logp = plackett_luce_log_prob(logits, batch.chosen, batch.valid)
     assert torch.allclose(logp, batch.logp_old, atol=1e-4)
     greedy = LearnedStrategy(policy, PromptEmbedder(tiny_gen), greedy=True, record=False)
     a, b = (generate(tiny_gen, stories, greedy, seed=3).selections for _ in range(2))
@@ -192,7 +192,7 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     chosen = [torch.tensor([[0, 1]]), torch.tensor([[2, 3]]), torch.tensor([[4, 5]]), torch.tensor([[3, 0]])]
     group = [
         Rollout("s", 0, i, 0, 0, i, np.array([np.nan, r], np.float32), transitions=[Transition(
-            1, feats[0].numpy(), prompt[0].numpy(), mask[0].numpy(), c[0].numpy(), float(policy.log_prob(logits, c)))])
+            1, feats[0].numpy(), prompt[0].numpy(), mask[0].numpy(), c[0].numpy(), float(plackett_luce_log_prob(logits, c)))])
         for i, (c, r) in enumerate(zip(chosen, [1.0, 0.0, 0.2, 0.5]))
     ]  # fmt: skip
     transitions, adv, valid = credit_transitions([group])
@@ -201,14 +201,14 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
     for _ in range(3):
         logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
-        logp = policy.log_prob(logits, batch.chosen, batch.valid)
+        logp = plackett_luce_log_prob(logits, batch.chosen, batch.valid)
         loss, stats = grpo_loss(logp, batch.logp_old, adv, valid)
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     with torch.no_grad():
-        after = policy.log_prob(policy(feats, prompt, mask), chosen[0])
+        after = plackett_luce_log_prob(policy(feats, prompt, mask), chosen[0])
     assert after.item() > batch.logp_old[0].item() + 0.05
 
 
@@ -268,11 +268,11 @@ def test_the_policy_learns_which_shared_prompt_word_names_the_subject():
     opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
     for _ in range(60):
         feats, prompt, mask, target = naming_task(64, g)
-        loss = -policy.log_prob(policy(feats, prompt, mask), target[:, None]).mean()
+        loss = -plackett_luce_log_prob(policy(feats, prompt, mask), target[:, None]).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     feats, prompt, mask, target = naming_task(400, g)
     with torch.no_grad():
-        picked = policy.greedy(policy(feats, prompt, mask), 1)[:, 0]
+        picked = top_k(policy(feats, prompt, mask), 1)[:, 0]
     assert (picked == target).float().mean() > 0.95  # chance 1/4; "most shared words" picks the decoy

@@ -1,4 +1,5 @@
-"""Test-time refinement: real generator (tiny, random), real shipped reward models, real GRPO steps."""
+"""Test-time refinement: real generator (tiny, random), real shipped reward models, real GRPO steps
+(the learner's update itself: tests/test_learner.py)."""
 
 import math
 
@@ -6,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.refine import RefineConfig, Refiner
 from inflvg.context.baselines import make_strategy
 from inflvg.generate import generate
 from inflvg.policy import PolicyConfig, SelectionPolicy
+from inflvg.refine import RefineConfig, Refiner
 from inflvg.world import prompt_set_of, sample_story
+from reward_actors.videos import VideoScorer
 
 
 @pytest.fixture(scope="module")
 def refiner(lively_gen):
-    return Refiner(lively_gen, cfg=RefineConfig(group_size=4, lr=1e-2))
+    return Refiner(lively_gen, VideoScorer(), RefineConfig(group_size=4, lr=1e-2))
 
 
 @pytest.fixture(scope="module")

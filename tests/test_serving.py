@@ -30,7 +30,7 @@ def decode(data: bytes) -> list[np.ndarray]:
 @pytest.mark.parametrize("fields, named", [
     ({"max_batch_size": 0}, "max_batch_size"), ({"num_gpus": -1.0}, "num_gpus"), ({"device": "tpu"}, "device"),
     ({"policy": "a.pt", "model_uri": "runs:/x/policy"}, "model_uri"), ({"num_replicas": 3, "max_replicas": 2}, "max_replicas"), ({"max_replicas": 2.5}, "max_replicas"),
-    ({"device": "cuda"}, "num_gpus"), ({"refiner": "cluster.refine.Refiner"}, "refiner"), ({"generator": "wan"}, "generator"),
+    ({"device": "cuda"}, "num_gpus"), ({"reward_num_cpus": -1}, "reward_num_cpus"), ({"generator": "wan"}, "generator"),
     ({"prompts": "no/such/prompts.jsonl"}, "prompts.*does not exist"), ({"prompts": str(REPO / "README.md")}, "prompts.*not valid JSON"),
     ({"prompts": str(FREE_TEXT), "max_scenes": 5}, "prompts.*6 scenes, more than max_scenes"),
     ({"prompts": str(FREE_TEXT), "max_prompt_chars": 60}, "prompts.*more than max_prompt_chars"),
@@ -160,13 +160,13 @@ def test_policy_file_loads_and_a_mismatched_one_is_refused(tmp_path):
 def test_serve_config_file_is_a_valid_deploy_config(monkeypatch):
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.app import build_app
+    from cluster.serve import build_app
 
     monkeypatch.delenv("INFLVG_API_KEY", raising=False)
     config = yaml.safe_load((REPO / "serving" / "serve_config.yaml").read_text())
     deploy = ServeDeploySchema.model_validate(config)
     app = deploy.applications[0]
-    assert app.import_path == "serving.app:build_app" and deploy.http_options.host == app.args["host"] == "127.0.0.1"
+    assert app.import_path == "cluster.serve:build_app" and deploy.http_options.host == app.args["host"] == "127.0.0.1"
     build_app(app.args)
     with pytest.raises(ValueError, match="refusing to bind 0.0.0.0"):
         build_app({**app.args, "host": "0.0.0.0"})

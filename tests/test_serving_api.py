@@ -75,7 +75,8 @@ def own_ray():
 def server(own_ray, mlflow_store):
     from ray import serve
 
-    from serving.app import APP_NAME, build_app
+    from cluster.serve import build_app
+    from serving.app import APP_NAME
 
     tracking, uris, _ = mlflow_store
     port = free_port()

@@ -54,7 +54,7 @@ def test_refuses_to_bind_beyond_loopback_without_an_api_key():
     (str(REPO / "pyproject.toml"), "not valid JSON"),
 ])  # fmt: skip
 def test_refuses_a_prompt_file_it_cannot_serve(prompts, message, capsys):
-    from serving.__main__ import check_files, main
+    from cluster.serve import check_files, main
 
     with pytest.raises(SystemExit) as e:
         main(["--prompts", prompts])  # fails while checking the config: nothing starts
