@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SEED ?= 0
 
-.PHONY: test demo demo-stop bench generator readers clean-env chromium serve serve-bench
+.PHONY: test test-fast lint demo demo-stop bench generator readers clean-env chromium serve serve-bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_shim.py
 	python3 -m venv $(VENV)
@@ -15,8 +15,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_s
 	$(PY) scripts/install_torchvision_shim.py
 	touch $@
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed chromium lint
 	$(PY) -m pytest -q
+
+# the in-process tests under 3 s each (markers assigned in tests/conftest.py): about a minute
+test-fast: $(VENV)/.installed
+	@start=$$(date +%s); $(PY) -m pytest -q -m "unit and not slow"; rc=$$?; \
+		echo "test-fast: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# ruff (rules in pyproject.toml, over the whole tree) and basedpyright (basic mode, the six packages)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/basedpyright
 
 # the web-page test drives the system Chromium (Debian packages); as root, install them when missing
 chromium:
@@ -44,18 +54,15 @@ bench: $(VENV)/.installed
 readers: $(VENV)/.installed
 	$(PY) -m inflvg.world.readers_check --videos 64 --seed $(SEED) --out results/readers.json
 
-# remakes the shipped weights in five stages, about 90 minutes on 1 thread (see README, The generator)
-GEN := $(PY) -m inflvg.generator.train --threads 1 --minutes 120
+# remakes the shipped weights in five stages, about 90 minutes on 1 thread (see README, The generator);
+# each stage is a preset of inflvg.generator.train (its RECIPE: every hyperparameter, the input and output paths)
+GEN := $(PY) -m inflvg.generator.train --seed $(SEED)
 generator: $(VENV)/.installed
-	$(GEN) --seed $(SEED) --lr 1.5e-3 --text-steps 800 --max-steps 800 --decay-steps 3000 --out runs/generator/text.pt
-	$(GEN) --seed $(SEED) --lr 1.5e-3 --max-steps 2400 --decay-steps 2200 \
-	  --target-shares 0.5,0.2,0.3 --long-shares 0.65,0.15,0.1,0.1 --init runs/generator/text.pt --out runs/generator/scenes.pt
-	$(GEN) --seed $$(( $(SEED) + 1 )) --lr 1e-3 --warmup-steps 30 --max-steps 2800 --decay-steps 400 \
-	  --target-shares 0.7,0.15,0.15 --long-shares 0.85,0.05,0.05,0.05 --init runs/generator/scenes.pt --out runs/generator/recall.pt
-	$(GEN) --seed $$(( $(SEED) + 2 )) --lr 5e-4 --warmup-steps 30 --max-steps 3200 --decay-steps 400 \
-	  --target-shares 0.7,0.15,0.15 --long-shares 0.85,0.05,0.05,0.05 --init runs/generator/recall.pt --out runs/generator/recall2.pt
-	$(GEN) --seed $$(( $(SEED) + 3 )) --lr 5e-4 --warmup-steps 30 --max-steps 3600 --decay-steps 400 \
-	  --target-shares 0.7,0.15,0.15 --long-shares 0.85,0.05,0.05,0.05 --init runs/generator/recall2.pt --out inflvg/weights/generator.pt
+	$(GEN) --preset text
+	$(GEN) --preset scenes
+	$(GEN) --preset recall
+	$(GEN) --preset recall2
+	$(GEN) --preset recall3
 
 clean-env:
 	rm -rf $(VENV)

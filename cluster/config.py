@@ -6,9 +6,12 @@ RewardConfig, the learner a LearnerConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from inflvg.validate import at_least, boolean, positive_int
 from learner.config import LearnerConfig
 from reward_actors.config import AlignmentConfig, ArtifactConfig, IdentityConfig, RewardConfig
 from rollout_workers.config import RolloutConfig
@@ -29,24 +32,35 @@ class ServiceConfig:
     prompts: str | None = None
     """A prompt file (EPS .jsonl, free text, optional subject tags) to train on; None: StoryWorld's training split."""
     seed: int = 0
+    """Seeds the prompt sampler and each step's generator noise and selections (learner.seed seeds the policy)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """The rollout workers: generator, group size G, replicas and their Ray resources."""
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    """The reward actors (alignment, identity, artifacts) and how their scores combine."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    """The learner: policy architecture, optimiser, GRPO constants, DeepSpeed and its Ray resources."""
     learner_num_cpus: float = 0.5
     """CPUs Ray reserves for the learner actor."""
     checkpoint_every: int = 10
     """Steps between checkpoints (and always after the last step)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept under <run>/checkpoints/: after each save all but the newest this many are
+    deleted (never the one ``latest`` names); 0 keeps them all."""
+    rollout_parquet: bool = False
+    """Write each step's scored rollouts, without their frames, to <run>/rollouts/step-000003.parquet
+    (one row per rollout; ``inflvg.rollout.read_parquet`` or ``ray.data.read_parquet`` reads them)."""
     video_every: int = 20
     """Steps between sample videos logged to MLflow as artifacts."""
     output_root: str = "runs"
+    """Where the run folder <output_root>/<run_name>/ goes (checkpoints, steps.jsonl, config.json, policy.pt)."""
     tracking_uri: str | None = None
     """MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompt_sets_per_step", "n_scenes", "cast_size", "checkpoint_every", "video_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ServiceConfig.{name} must be a positive integer, got {value!r}")
+            positive_int(self, name)
+        at_least(self, "keep_checkpoints", 0, "use 0 to keep every checkpoint")
+        boolean(self, "rollout_parquet")
         if self.prompts is not None and (not isinstance(self.prompts, str) or not Path(self.prompts).is_file()):
             raise ValueError(f"ServiceConfig.prompts must be the path of an existing prompt file (.jsonl), got {self.prompts!r}")
         if not self.run_name or "/" in self.run_name:
@@ -59,27 +73,46 @@ LAPTOP_REWARDS = RewardConfig(
 )
 
 
+def debug() -> ServiceConfig:
+    """The whole loop in about a minute on a laptop CPU: 3 steps of 2 prompt sets x 2 rollouts, 4 scenes."""
+    return ServiceConfig(
+        run_name="debug", steps=3, prompt_sets_per_step=2, n_scenes=4, checkpoint_every=1, video_every=2,
+        rollout=RolloutConfig(group_size=2, num_cpus=0.5), learner=LearnerConfig(zero_stage=0, minibatch_size=16),
+        rewards=LAPTOP_REWARDS,
+    )  # fmt: skip
+
+
+def storyworld() -> ServiceConfig:
+    """The default training, at most 30 minutes on 2 CPU cores: 130 steps of 4 prompt sets x 4 rollouts."""
+    # batch-scaled advantages: the selection moves the reward of a returning character's scene
+    # and barely any other, and per-group scaling made that noise the signal. lr 3e-3 with 4
+    # epochs per batch drifted (KL to the acting policy blew up after ~80 steps); 2e-3 x 2 did not
+    learner = LearnerConfig(lr=2e-3, epochs=2, minibatch_size=128, advantage_scale="batch")
+    return ServiceConfig(steps=130, rollout=RolloutConfig(num_cpus=0.5), rewards=LAPTOP_REWARDS, learner=learner)
+
+
+def gpu() -> ServiceConfig:
+    """A documented starting point for one GPU node: 4 rollout replicas sharing the GPU, a bf16 ZeRO-2 learner on NCCL."""
+    base = ServiceConfig(run_name="gpu", steps=500, prompt_sets_per_step=16)
+    return replace(
+        base,
+        rollout=RolloutConfig(group_size=8, replicas=4, num_cpus=2, num_gpus=0.25),
+        learner=LearnerConfig(zero_stage=2, dtype="bf16", num_gpus=1, minibatch_size=256, backend="nccl"),
+        learner_num_cpus=2,
+    )
+
+
+PRESETS: dict[str, Callable[[], ServiceConfig]] = {"debug": debug, "storyworld": storyworld, "gpu": gpu}
+"""The named configurations ``--preset NAME`` starts from."""
+
+
 def preset(name: str) -> ServiceConfig:
-    """debug: the whole loop in about a minute on a laptop CPU; storyworld: the default training
-    (at most 30 minutes on 2 CPU cores); gpu: a documented starting point for one GPU node."""
-    if name == "debug":
-        return ServiceConfig(
-            run_name="debug", steps=3, prompt_sets_per_step=2, n_scenes=4, checkpoint_every=1, video_every=2,
-            rollout=RolloutConfig(group_size=2, num_cpus=0.5), learner=LearnerConfig(zero_stage=0, minibatch_size=16),
-            rewards=LAPTOP_REWARDS,
-        )  # fmt: skip
-    if name == "storyworld":
-        # batch-scaled advantages: the selection moves the reward of a returning character's scene
-        # and barely any other, and per-group scaling made that noise the signal. lr 3e-3 with 4
-        # epochs per batch drifted (KL to the acting policy blew up after ~80 steps); 2e-3 x 2 did not
-        learner = LearnerConfig(lr=2e-3, epochs=2, minibatch_size=128, advantage_scale="batch")
-        return ServiceConfig(steps=130, rollout=RolloutConfig(num_cpus=0.5), rewards=LAPTOP_REWARDS, learner=learner)
-    if name == "gpu":
-        base = ServiceConfig(run_name="gpu", steps=500, prompt_sets_per_step=16)
-        return replace(
-            base,
-            rollout=RolloutConfig(group_size=8, replicas=4, num_cpus=2, num_gpus=0.25),
-            learner=LearnerConfig(zero_stage=2, dtype="bf16", num_gpus=1, minibatch_size=256, backend="nccl"),
-            learner_num_cpus=2,
-        )
-    raise ValueError(f"unknown preset {name!r}; choose debug, storyworld or gpu")
+    """The preset ``name``: debug, storyworld or gpu (see ``PRESETS``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def to_json(cfg: ServiceConfig) -> str:
+    """The whole config as JSON (tuples as lists), as a run writes it to <run>/config.json."""
+    return json.dumps(asdict(cfg), indent=2) + "\n"

@@ -12,33 +12,32 @@ and markdown.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from inflvg import cli
 from inflvg.config import WorldConfig
 from inflvg.policy import load_policy
 from inflvg.prompts import load_prompts
 from inflvg.protocol import BACKENDS, load_backend
 from inflvg.refine import RefineConfig, Refiner
+from inflvg.validate import at_least, positive_int
 from inflvg.world import sample_prompt_set
 from reward_actors.videos import VideoScorer
-
 
 
 def curves(refiner: Refiner, policy, prompt_sets: list, fresh_steps: int, amortised_steps: int) -> dict[str, np.ndarray]:
     """-> {'fresh': (P, fresh_steps + 1), 'amortised': (P, amortised_steps + 1)} reward per step."""
     out: dict[str, list] = {"fresh": [], "amortised": []}
-    start = time.time()
-    for i, ps in enumerate(prompt_sets):
+    for i, ps in enumerate(tqdm(prompt_sets, desc="refining prompt sets", unit="set")):
         out["fresh"].append(refiner.refine(None, ps, fresh_steps + 1, seed=i).curve)
         out["amortised"].append(refiner.refine(policy, ps, amortised_steps + 1, seed=i).curve)
-        print(f"[{time.time() - start:5.0f}s] prompt set {i + 1}/{len(prompt_sets)}", file=sys.stderr, flush=True)
     return {k: np.array(v) for k, v in out.items()}
 
 
@@ -66,21 +65,43 @@ def markdown(s: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+@dataclass(frozen=True)
+class RefineBenchArgs:
+    """The refinement benchmark's arguments (``python -m cluster.refine_bench --help``)."""
+
+    policy: str
+    """The amortised policy (policy.pt)."""
+    prompt_sets: int = 6
+    """Prompt sets to refine on."""
+    prompts: str | None = None
+    """Refine on the first prompt_sets rows of this prompt file (EPS .jsonl) instead of held-out StoryWorld."""
+    generator: Annotated[str, cli.choice(BACKENDS)] = "storyworld"
+    """The generator by name."""
+    weights: str | None = None
+    """The generator's weights; None: the backend's shipped ones."""
+    seed: int = 0
+    """Seed of the held-out prompt sets."""
+    group_size: int = 4
+    """G: sampled videos per refinement step."""
+    fresh_steps: int = 20
+    """Refinement steps from a fresh policy."""
+    amortised_steps: int = 5
+    """Refinement steps from the amortised policy."""
+    out: str = "results/refine.json"
+    """Where the results go: FILE.json and FILE.md (the table) beside it."""
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_sets", "fresh_steps", "amortised_steps"):
+            positive_int(self, name)
+        at_least(self, "group_size", 2, "GRPO compares G >= 2 videos of one prompt set")
+        at_least(self, "seed", 0)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m cluster.refine_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--policy", required=True, help="the amortised policy (policy.pt)")
-    ap.add_argument("--prompt-sets", type=int, default=6)
-    ap.add_argument("--prompts", help="refine on the first --prompt-sets rows of this prompt file (EPS .jsonl) instead of held-out StoryWorld")
-    ap.add_argument("--generator", default="storyworld", choices=list(BACKENDS), help="the generator by name")
-    ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--group-size", type=int, default=4)
-    ap.add_argument("--fresh-steps", type=int, default=20)
-    ap.add_argument("--amortised-steps", type=int, default=5)
-    ap.add_argument("--out", default="results/refine.json")
-    args = ap.parse_args(argv)
+    prog = "python -m cluster.refine_bench"
+    args = cli.parse(RefineBenchArgs, argv, prog=prog, description=__doc__)
     torch.set_num_threads(1)
-    try:
+    with cli.usage_errors(prog, FileNotFoundError, ValueError):
         policy = load_policy(args.policy)
         gen = load_backend(args.generator, args.weights)
         prompt_sets = load_prompts(args.prompts)[: args.prompt_sets] if args.prompts else [
@@ -88,11 +109,9 @@ def main(argv: list[str] | None = None) -> dict:
                               f"heldout-{i}")
             for i in range(args.prompt_sets)
         ]  # fmt: skip
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
     refiner = Refiner(gen, VideoScorer(), RefineConfig(group_size=args.group_size))
     result = summary(curves(refiner, policy, prompt_sets, args.fresh_steps, args.amortised_steps), args.fresh_steps)
-    result["config"] = vars(args)
+    result["config"] = asdict(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

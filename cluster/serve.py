@@ -13,28 +13,18 @@ the web page can load (GET /v1/example?row=N).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
-import sys
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inflvg import cli
 from reward_actors.config import RewardConfig
 from serving.config import ServeConfig, api_key_hash, check_bind
 
 if TYPE_CHECKING:
     from ray.serve import Application
-
-
-def parse_args(argv: list[str] | None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(ServeConfig):
-        default = None if f.default is MISSING else f.default
-        ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, metavar=f.name.upper(), help=f"default: {default}")
-    return {k: v for k, v in vars(ap.parse_args(argv)).items() if v is not None}
 
 
 def check_files(cfg: ServeConfig) -> None:
@@ -100,13 +90,12 @@ def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cfg = ServeConfig.from_mapping(parse_args(argv))
+    prog = "python -m serving"
+    cfg = cli.parse(ServeConfig, argv, prog=prog, description=__doc__)
+    with cli.usage_errors(prog):
         key_hash = api_key_hash(cfg)
         check_bind(cfg, key_hash)
         check_files(cfg)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
     serve_forever(cfg, key_hash)
 
 

@@ -1,7 +1,11 @@
 """The training driver: the entrypoint that `ray job submit` runs.
 
     python -m cluster.train --preset debug|storyworld|gpu [--generator NAME] [--prompts FILE.jsonl] [--steps N]
-                            [--resume auto] [--faults rollout@1,reward@2]
+                            [--resume auto] [--faults rollout@1,reward@2] [--learner.lr 2e-3] [--set FIELD=VALUE]
+
+Every field of the config is a flag by its dotted path (--learner.max_grad_norm, --rollout.group_size),
+typed and checked; hyphens work as well as underscores (--run-name, --output-root). --preset is read
+first and the other flags override it. The resolved config is written to <output_root>/<run_name>/config.json.
 
 One step reads as the algorithm: sample prompt sets, roll out G videos
 each, score every scene, update the policy with GRPO, push the new weights, log, checkpoint.
@@ -9,19 +13,21 @@ each, score every scene, update the policy with GRPO, push the new weights, log,
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
 
+from inflvg import cli
 from inflvg.policy import SelectionPolicy, save_policy
 from inflvg.prompts import load_prompts
 from inflvg.protocol import BACKENDS, backend_widths
-from learner.checkpoint import latest_checkpoint, load_driver_state
+from inflvg.rollout import Rollout, write_parquet
+from learner.checkpoint import latest_checkpoint, load_driver_state, prune_checkpoints
 
-from .config import ServiceConfig, preset
+from .config import PRESETS, ServiceConfig, preset, to_json
 from .faults import FaultInjector, parse_faults
 from .overrides import apply_overrides
 from .roles import Roles, start_roles
@@ -55,6 +61,13 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
     return {**reward, **learned, **timings, "version": version}, rollouts
 
 
+def save_rollouts(rollouts: list[Rollout], run_dir: Path, step: int) -> Path:
+    """A step's scored rollouts, without their frames, as ``run_dir/rollouts/step-000003.parquet``."""
+    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
+    write_parquet([replace(r, frames=None) for r in rollouts], path)
+    return path
+
+
 def driver_state(step: int, sampler: PromptSampler) -> dict:
     return {"step": step, "sampler": sampler.state()}
 
@@ -71,6 +84,7 @@ def restarts(roles: Roles) -> dict[str, float]:
 def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
     run_dir = Path(cfg.output_root) / cfg.run_name
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(to_json(cfg))  # the resolved config, flags and --set applied
     roles = start_roles(cfg)
     sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size, cfg.prompts)
     start_step = restore(cfg, roles, sampler, run_dir / "checkpoints", resume)
@@ -85,6 +99,8 @@ def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
         busy = metrics["time_rollout"] + metrics["time_reward"] + metrics["time_learn"]
         metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall, **restarts(roles))
         tracker.log_step(step, metrics)
+        if cfg.rollout_parquet:
+            save_rollouts(rollouts, run_dir, step)
         if step % cfg.video_every == 0:
             tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
         record = {"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall, **restarts(roles)}
@@ -97,6 +113,7 @@ def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
             import ray
 
             ray.get(roles.learner.save_checkpoint.remote(str(run_dir / "checkpoints"), driver_state(step + 1, sampler)))
+            prune_checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     policy_path = export_policy(cfg, roles, run_dir)
     model_uri = tracker.log_policy(policy_path)
     run_id = tracker.finish()
@@ -144,35 +161,48 @@ def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m cluster.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="storyworld", help="debug, storyworld or gpu")
-    ap.add_argument("--generator", choices=list(BACKENDS), help="the generator by name (default: the preset's, storyworld); "
-                                                                "the policy's input widths follow it")  # fmt: skip
-    ap.add_argument("--prompts", help="train on this prompt file (EPS .jsonl, free text) instead of StoryWorld's training split; "
-                                      "its rows set the scene counts")  # fmt: skip
-    ap.add_argument("--steps", type=int, help="override the preset's number of steps")
-    ap.add_argument("--run-name", help="override the preset's run name")
-    ap.add_argument("--seed", type=int)
-    ap.add_argument("--resume", default="auto", help="'auto' (latest checkpoint of this run, if any), 'none', or a checkpoint path")
-    ap.add_argument("--output-root", help="where runs/<run-name>/ goes (default: runs)")
-    ap.add_argument("--faults", help="fault injection, e.g. rollout@1,reward@2: kill that actor during that step")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override any config field, e.g. --set learner.lr=2e-3 --set rollout.group_size=8 (repeatable)")  # fmt: skip
-    args = ap.parse_args(argv)
-    try:
+@dataclass(frozen=True)
+class TrainArgs:
+    """What ``python -m cluster.train`` runs: a ServiceConfig, every field a flag by its dotted
+    path, and how to start it."""
+
+    config: Annotated[ServiceConfig, cli.Flat] = field(default_factory=ServiceConfig)
+    """The training service's config (cluster/config.py); its fields are the flags below."""
+    generator: Annotated[str, cli.choice(BACKENDS)] | None = None
+    """The generator by name, applied after every other flag: sets rollout.generator and the
+    policy's input widths (learner.policy.d_feature, d_prompt) to its features'; None: the preset's."""
+    resume: str = "auto"
+    """'auto' (the latest checkpoint of this run, if any), 'none' (start over), or a checkpoint path."""
+    faults: str | None = None
+    """Fault injection, e.g. rollout@1,reward@2: kill that actor during that step."""
+    overrides: Annotated[tuple[str, ...], cli.arg(name="set", metavar="FIELD=VALUE"), cli.Repeated] = ()
+    """Override any config field by its dotted path, e.g. --set learner.lr=2e-3 --set rollout.group_size=8.
+    Read by the field's type (tuples as Python literals) and applied after the flags, all at once: fields
+    checked together (rewards.alignment.model_name and .checkpoint) may come in either order."""
+
+
+PROG = "python -m cluster.train"
+PRESET_HELP = "The config the other flags start from. " + " ".join(f"{name}: {make.__doc__}" for name, make in PRESETS.items())
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ServiceConfig, str, tuple]:
+    """(the resolved config, resume, faults) from the command line; a bad flag or value exits with status 2."""
+    args = cli.parse(TrainArgs, argv, prog=PROG, description=__doc__, presets={n: lambda n=n: TrainArgs(config=preset(n)) for n in PRESETS},
+                     preset="storyworld", preset_help=PRESET_HELP, underscores=True)  # fmt: skip
+    with cli.usage_errors(PROG):
         faults = parse_faults(args.faults)
-        cfg = preset(args.preset)
-        overrides = {"steps": args.steps, "run_name": args.run_name, "seed": args.seed, "output_root": args.output_root, "prompts": args.prompts}
-        cfg = apply_overrides(replace(cfg, **{k: v for k, v in overrides.items() if v is not None}), args.set)
+        cfg = apply_overrides(args.config, args.overrides)
         if args.generator:
             cfg = with_generator(cfg, args.generator)
         if cfg.prompts:
             load_prompts(cfg.prompts)  # a bad row fails here, before Ray or any step starts
-    except ValueError as e:
-        ap.error(str(e))
+    return cfg, args.resume, faults
+
+
+def main(argv: list[str] | None = None) -> Path:
+    cfg, resume, faults = parse_args(argv)
     ray_init()
-    return run(cfg, args.resume, faults)
+    return run(cfg, resume, faults)
 
 
 def with_generator(cfg: ServiceConfig, name: str) -> ServiceConfig:

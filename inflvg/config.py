@@ -9,14 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal
 
-
-def _positive_int(obj: object, name: str) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"{type(obj).__name__}.{name} must be a positive integer, got {value!r}; "
-            f"set it to an int >= 1"
-        )
+from .validate import one_of, positive_int
 
 
 @dataclass(frozen=True)
@@ -32,15 +25,11 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _positive_int(self, f.name)
+            positive_int(self, f.name)
         if self.cast_size > 8:
             raise ValueError(f"WorldConfig.cast_size must be <= 8 (letters A-H), got {self.cast_size}")
         if self.frame_size % 8:
             raise ValueError(f"WorldConfig.frame_size must be a multiple of 8, got {self.frame_size}")
-
-    @property
-    def frames_per_video(self) -> int:
-        return self.n_scenes * self.frames_per_scene
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ class ContextConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _positive_int(self, f.name)
+            positive_int(self, f.name)
 
 
 @dataclass(frozen=True)
@@ -84,12 +73,11 @@ class GeneratorConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name != "rope_scaling":
-                _positive_int(self, f.name)
+                positive_int(self, f.name)
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"GeneratorConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
             )
         if (self.d_model // self.n_heads) % 8:
             raise ValueError("GeneratorConfig: head width d_model/n_heads must be a multiple of 8 for RoPE")
-        if self.rope_scaling not in ("none", "flex"):
-            raise ValueError(f"GeneratorConfig.rope_scaling must be 'none' or 'flex', got {self.rope_scaling!r}")
+        one_of(self, "rope_scaling", ("none", "flex"))

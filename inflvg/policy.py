@@ -23,6 +23,7 @@ from torch import nn
 from .context.base import ContextStrategy, SelectionState
 from .protocol import Generator, Pool
 from .rollout import Transition
+from .validate import number, positive_int
 
 N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
 
@@ -45,12 +46,9 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "temperature":
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                    raise ValueError(f"PolicyConfig.temperature must be a number > 0, got {value!r}; use 1.0 for plain softmax")
-            elif isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"PolicyConfig.{f.name} must be a positive integer, got {value!r}; set it to an int >= 1")
+            if f.name != "temperature":
+                positive_int(self, f.name)
+        number(self, "temperature", 0, strict=True, fix="use 1.0 for plain softmax")
         if self.d_model % self.n_heads:
             raise ValueError(f"PolicyConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
@@ -199,11 +197,6 @@ class SelectionPolicy(nn.Module):
         word = self.word_weight(p).squeeze(-1).masked_fill(~prompt_mask.bool(), 0.0)  # (B, L)
         logits = (self.head(h + attended).squeeze(-1) + (overlap * word[:, None, :]).sum(-1)) / self.cfg.temperature  # (B, N)
         return logits if valid is None else logits.masked_fill(~valid, float("-inf"))
-
-    sample = staticmethod(gumbel_top_k)
-    greedy = staticmethod(top_k)
-    log_prob = staticmethod(plackett_luce_log_prob)
-    entropy_estimate = staticmethod(plackett_luce_entropy)
 
 
 class PromptEmbedder:

@@ -73,8 +73,8 @@ def scene_problem(scenes: object) -> str | None:
             return f"scene {i} must be a string, got {type(text).__name__}"
         if not text.strip():
             return f"scene {i} is empty"
-        if CONTROL_CHARS.search(text):
-            return f"scene {i} holds a control character ({CONTROL_CHARS.search(text)[0]!r})"
+        if bad := CONTROL_CHARS.search(text):
+            return f"scene {i} holds a control character ({bad[0]!r})"
     return None
 
 
@@ -160,5 +160,4 @@ def load_prompts(path: str | Path) -> list[PromptSet]:
 
 def save_prompts(prompt_sets: list[PromptSet], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for ps in prompt_sets:
-            f.write(json.dumps(ps.row()) + "\n")
+        f.writelines(json.dumps(ps.row()) + "\n" for ps in prompt_sets)

@@ -32,6 +32,7 @@ from .prompts import PromptSet
 from .protocol import Generator
 from .sampling import rollout_selection_seed, sample_group
 from .update import UpdateConfig, grpo_update
+from .validate import at_least, number
 
 
 class SceneScorer(Protocol):
@@ -54,12 +55,10 @@ class RefineConfig:
     """The GRPO update's constants (the learner's update, one prompt set at a time)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 2:
-            raise ValueError(f"RefineConfig.group_size must be an integer >= 2, got {self.group_size!r}")
-        for name, strict in (("lr", True), ("weight_decay", False), ("max_grad_norm", False)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if strict else value >= 0):
-                raise ValueError(f"RefineConfig.{name} must be a number {'>' if strict else '>='} 0, got {value!r}")
+        at_least(self, "group_size", 2, "GRPO compares G >= 2 videos of one prompt set")
+        number(self, "lr", 0, strict=True)
+        number(self, "weight_decay")
+        number(self, "max_grad_norm")
 
 
 @dataclass

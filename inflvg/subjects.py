@@ -5,10 +5,10 @@ tag. Without tags, the subject is read off the text. English prompts name their 
 ("A golden retriever runs ...", "The man in a black suit sits ...", "character B jumps ..."),
 so a scene's *subject words* are the informative words of its leading phrase: up to three
 words after dropping stop words, ending at the first comma or at the first verb-like word
-(-s, -ing, -ed) after the first; a single letter after a kept word is a name ("character A"). Words that every scene's subject words share are dropped too
-("character" in StoryWorld); if that leaves every scene without words, every scene names the
-same subject. Two scenes share their subject when one's subject words contain the other's
-(tags must be equal).
+(-s, -ing, -ed) after the first; a single letter after a kept word is a name ("character A").
+Words that every scene's subject words share are dropped too ("character" in StoryWorld); if
+that leaves every scene without words, every scene names the same subject. Two scenes share
+their subject when one's subject words contain the other's (tags must be equal).
 Trailing boilerplate (", face the camera", on every InfLVG prompt) never reaches the leading
 phrase, so it cannot make scenes match. The rule is a heuristic: a file with tags is exact.
 """
@@ -42,11 +42,11 @@ def leading_words(prompt: str) -> tuple[str, ...]:
     """The informative words of a prompt's leading phrase (see the module docstring)."""
     out: list[str] = []
     previous_kept = False
-    for w in words(prompt.split(",")[0]):
+    for w in words(prompt.split(",", maxsplit=1)[0]):
         if w in STOP_WORDS and not (len(w) == 1 and previous_kept):  # "character A", "Plan B": a letter names
             previous_kept = False
             continue
-        if out and _verb_like(w) or len(out) == MAX_SUBJECT_WORDS:
+        if (out and _verb_like(w)) or len(out) == MAX_SUBJECT_WORDS:
             break
         out.append(w)
         previous_kept = True

@@ -22,6 +22,7 @@ import torch
 from .grpo import SCALES, advantage_stats, credit_transitions, grpo_loss, kl_k3, per_transition_credit, stack_scene_rewards
 from .policy import plackett_luce_entropy, plackett_luce_log_prob
 from .rollout import Rollout, TransitionBatch, collate_transitions, group_rollouts
+from .validate import at_least, number, one_of
 
 Logits = Callable[[TransitionBatch], torch.Tensor]
 
@@ -44,8 +45,12 @@ class UpdateConfig:
     """Seeds the minibatch order, with the version: a resumed update repeats it exactly."""
 
     def __post_init__(self) -> None:
-        if self.advantage_scale not in SCALES:
-            raise ValueError(f"UpdateConfig.advantage_scale must be one of {SCALES}, got {self.advantage_scale!r}")
+        at_least(self, "epochs", 1)
+        at_least(self, "minibatch_size", 1)
+        number(self, "clip_eps", 0, strict=True)
+        number(self, "kl_beta")
+        one_of(self, "advantage_scale", SCALES)
+        at_least(self, "seed", 0)
 
 
 def take(batch: TransitionBatch, idx: torch.Tensor, device: torch.device | str) -> TransitionBatch:

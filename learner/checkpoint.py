@@ -7,7 +7,7 @@ Layout under a checkpoint root:
       ckpt-00000012/          one complete checkpoint: it gets this name only once fully written
         meta.json             learner version, wall time, learner config (for humans)
         engine/               DeepSpeed's files: weights, optimizer state, ZeRO shards, client state
-        driver_state.pkl      the driver's state: step, prompt-sampler position, RNG states
+        driver_state.pkl      the driver's state: step, prompt-sampler position
       .tmp-ckpt-00000013/     a checkpoint being written: never read, replaced by the next save
 
 A crash at any point leaves the previous checkpoint or the new one, never half of one: every
@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import re
 import shutil
 from pathlib import Path
-
-import numpy as np
-import torch
 
 LATEST = "latest"
 DRIVER_STATE = "driver_state.pkl"
@@ -134,9 +130,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def prune_checkpoints(root: str | Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest checkpoints (never the one ``latest`` names); returns the deleted."""
-    if keep < 1:
-        raise ValueError(f"prune_checkpoints: keep must be >= 1, got {keep}")
+    """Delete all but the ``keep`` newest checkpoints (never the one ``latest`` names); ``keep=0``
+    deletes none. Returns the deleted. The driver calls it after each save (``ServiceConfig.keep_checkpoints``)."""
+    if keep < 0:
+        raise ValueError(f"prune_checkpoints: keep must be >= 0 (0 keeps all), got {keep}")
+    if keep == 0:
+        return []
     latest = latest_checkpoint(root)
     doomed = [p for p in list_checkpoints(root)[:-keep] if p != latest]
     for p in doomed:
@@ -145,7 +144,7 @@ def prune_checkpoints(root: str | Path, keep: int) -> list[Path]:
 
 
 def save_driver_state(ckpt_dir: str | Path, state: dict) -> Path:
-    """Pickle the driver's state (step, sampler position, ``rng_states()``, ...) into
+    """Pickle the driver's state (step, sampler position, ...) into
     ``ckpt_dir/driver_state.pkl``, atomically. Pass the staging directory to make it part of one
     checkpoint (``Learner.save_checkpoint(root, driver_state=...)`` does)."""
     if not isinstance(state, dict):
@@ -163,20 +162,3 @@ def load_driver_state(ckpt_dir: str | Path) -> dict:
         raise FileNotFoundError(f"no driver state at {path}; save one with save_driver_state(dir, state)")
     with open(path, "rb") as f:
         return pickle.load(f)
-
-
-def rng_states() -> dict:
-    """The global RNG states of python, numpy and torch (CPU, and CUDA when initialised)."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["torch_cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    """Inverse of ``rng_states``: the next draws repeat those that followed the capture."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "torch_cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["torch_cuda"])

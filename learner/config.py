@@ -12,20 +12,7 @@ from typing import Literal
 
 from inflvg.policy import PolicyConfig
 from inflvg.update import UpdateConfig
-
-
-def _number(cfg: object, name: str, low: float, strict: bool, fix: str) -> None:
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if not ok or (value <= low if strict else value < low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ValueError(f"LearnerConfig.{name} must be a number {bound}, got {value!r}; {fix}")
-
-
-def _count(cfg: object, name: str, low: int, fix: str) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"LearnerConfig.{name} must be an integer >= {low}, got {value!r}; {fix}")
+from inflvg.validate import at_least, number, one_of
 
 
 @dataclass(frozen=True)
@@ -68,28 +55,24 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.policy, PolicyConfig):
             raise ValueError(f"LearnerConfig.policy must be a PolicyConfig, got {type(self.policy).__name__}")
-        _number(self, "lr", 0.0, True, "a typical value is 1e-4")
-        _number(self, "weight_decay", 0.0, False, "use 0 for no decay")
-        _number(self, "clip_eps", 0.0, True, "a typical value is 0.2")
-        _number(self, "kl_beta", 0.0, False, "use 0 to train without a KL term (no reference policy)")
-        _number(self, "max_grad_norm", 0.0, False, "use 0 to disable clipping, 1.0 is typical")
-        _number(self, "num_gpus", 0.0, False, "use 0 to train on CPU")
-        _count(self, "epochs", 1, "use 1 for a strictly on-policy update")
-        _count(self, "minibatch_size", 1, "a typical value is 64")
-        _count(self, "seed", 0, "any non-negative int")
-        if self.zero_stage not in (0, 1, 2, 3) or isinstance(self.zero_stage, bool):
-            raise ValueError(f"LearnerConfig.zero_stage must be 0, 1, 2 or 3 (DeepSpeed ZeRO stages), got {self.zero_stage!r}")
-        if self.advantage_scale not in ("group", "batch"):
-            raise ValueError(f"LearnerConfig.advantage_scale must be 'group' or 'batch', got {self.advantage_scale!r}")
+        number(self, "lr", 0, strict=True, fix="a typical value is 1e-4")
+        number(self, "weight_decay", 0, fix="use 0 for no decay")
+        number(self, "clip_eps", 0, strict=True, fix="a typical value is 0.2")
+        number(self, "kl_beta", 0, fix="use 0 to train without a KL term (no reference policy)")
+        number(self, "max_grad_norm", 0, fix="use 0 to disable clipping, 1.0 is typical")
+        number(self, "num_gpus", 0, fix="use 0 to train on CPU")
+        at_least(self, "epochs", 1, "use 1 for a strictly on-policy update")
+        at_least(self, "minibatch_size", 1, "a typical value is 64")
+        at_least(self, "seed", 0, "any non-negative int")
+        one_of(self, "zero_stage", (0, 1, 2, 3), "the DeepSpeed ZeRO stages")
+        one_of(self, "advantage_scale", ("group", "batch"))
         if self.dtype == "fp16":
             raise ValueError(
                 "LearnerConfig.dtype='fp16' is not supported: DeepSpeed's fp16 path (dynamic loss scaling) "
                 "does not run on CPU, and bf16 needs no loss scaling; use 'bf16' or 'fp32'"
             )
-        if self.dtype not in ("fp32", "bf16"):
-            raise ValueError(f"LearnerConfig.dtype must be 'fp32' or 'bf16', got {self.dtype!r}")
-        if self.backend not in ("gloo", "nccl", "auto"):
-            raise ValueError(f"LearnerConfig.backend must be 'gloo', 'nccl' or 'auto', got {self.backend!r}")
+        one_of(self, "dtype", ("fp32", "bf16"))
+        one_of(self, "backend", ("gloo", "nccl", "auto"))
         if self.num_gpus > 1:
             raise ValueError(
                 f"LearnerConfig.num_gpus must be <= 1 (one learner process drives one device), got {self.num_gpus}; "

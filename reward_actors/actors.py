@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 
 from .config import AlignmentConfig, ArtifactConfig, IdentityConfig
-from .types import SceneBatch, ScoreResult
+from .types import SceneBatch, Scorer, ScoreResult
 
 
 class _RewardActor:
     family = ""
+    scorer: Scorer  # built by each subclass's __init__, inside the actor process
 
     def score(self, batch: SceneBatch) -> ScoreResult:
         return self.scorer.score(batch)

@@ -15,6 +15,7 @@ import math
 import os
 import pickle
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -92,6 +93,15 @@ def even_indices(n_frames: int, k: int) -> np.ndarray:
     return np.linspace(0, n_frames - 1, min(n_frames, k)).round().astype(int)
 
 
+class _ClipModel(Protocol):
+    """What this scorer uses of an open_clip model (``create_model`` is annotated as returning any
+    ``nn.Module``; CLIP, CustomTextCLIP and CoCa all have these)."""
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+
 class AlignmentScorer:
     """Scores how well each scene's frames match its prompt with an open_clip model.
 
@@ -122,13 +132,14 @@ class AlignmentScorer:
 
         registered = register_model(model_name)
         try:  # an absolute path is never mistaken for a pretrained tag (which would download)
-            self.model = open_clip.create_model(
+            model = open_clip.create_model(
                 registered, pretrained=str(ckpt.resolve()), device=device, require_pretrained=True, pretrained_text=False
             ).eval()
         except RuntimeError as e:
             raise ValueError(f"checkpoint {ckpt} does not load into open_clip model {registered!r}: {e}") from e
+        self.model = cast(_ClipModel, model)
         self.tokenizer = open_clip.get_tokenizer(registered)
-        cfg = self.model.visual.preprocess_cfg
+        cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg["size"]
         self.image_size = size if isinstance(size, int) else size[0]
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])

@@ -11,14 +11,17 @@ identity reward: the earlier scenes about the subject its prompt names, chosen f
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from inflvg import cli
 from inflvg.config import WorldConfig
+from inflvg.validate import positive_int
 from inflvg.world.eps import prompt_set_of
 from inflvg.world.story import render_story, sample_story
 
@@ -66,18 +69,34 @@ def measure(family: str, batch: SceneBatch, repeats: int) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class BenchArgs:
+    """The reward throughput benchmark's arguments (``python -m reward_actors.bench --help``)."""
+
+    scenes: int = 64
+    """Held-out returning scenes scored in each call (rendered, with their prompt-chosen history)."""
+    repeats: int = 3
+    """Timed repeats of each measurement; the medians are reported."""
+    families: Annotated[tuple[str, ...], cli.comma(str, "alignment,identity")] = tuple(FAMILIES)
+    """Reward families to measure (comma-separated)."""
+    out: str = "results/reward_throughput.json"
+    """Where the results go: FILE.json and FILE.md (table) beside it."""
+
+    def __post_init__(self) -> None:
+        positive_int(self, "scenes")
+        positive_int(self, "repeats")
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown or not self.families:
+            raise ValueError(f"BenchArgs.families must name some of {', '.join(FAMILIES)}, got {','.join(self.families)!r}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     import ray
 
-    ap = argparse.ArgumentParser(prog="python -m reward_actors.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--families", default=",".join(FAMILIES))
-    ap.add_argument("--out", default="results/reward_throughput.json")
-    args = ap.parse_args(argv)
+    args = cli.parse(BenchArgs, argv, prog="python -m reward_actors.bench", description=__doc__)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     batch = returning_scenes(args.scenes, seed=0)
-    report = {fam: measure(fam, batch, args.repeats) for fam in args.families.split(",")}
+    report = {fam: measure(fam, batch, args.repeats) for fam in args.families}
     ray.shutdown()
     lines = ["| family | batched scenes/s | one-by-one scenes/s | speedup |", "|---|---|---|---|"]
     lines += [f"| {f} | {r['batched_scenes_per_s']:.1f} | {r['one_by_one_scenes_per_s']:.1f} | {r['speedup']:.2f} |" for f, r in report.items()]

@@ -37,21 +37,24 @@ script alone also keeps each story, the ground truth the readers' side reads. Th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from scipy.stats import spearmanr
 
+from inflvg import cli
 from inflvg.context import make_strategy
 from inflvg.generate import generate
 from inflvg.prompts import PromptSet
 from inflvg.protocol import load_backend
 from inflvg.subjects import subject_scenes
+from inflvg.validate import positive_int
 from inflvg.world.eps import prompt_set_of
 from inflvg.world.readers import attribute_agreement, read_background, read_scene, read_subject
 from inflvg.world.story import SPLITS, Story, sample_story, subject_history
@@ -248,14 +251,27 @@ def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -
     return report
 
 
+@dataclass(frozen=True)
+class CalibrateArgs:
+    """The calibration's arguments (``python -m reward_actors.calibrate --help``)."""
+
+    split: Annotated[str, cli.choice(SPLITS)] = "heldout"
+    """StoryWorld split the prompt sets are drawn from."""
+    seed: int = 0
+    """Prompt set i is story seed + i; also seeds the generated videos' noise."""
+    prompt_sets: int = 48
+    """Prompt sets (8 scenes, 4 characters each) generated under each context strategy."""
+    identity: str | None = None
+    """Identity recognition model (ONNX file or model-pack folder); None: the shipped one."""
+    out: str = "results/calibration.json"
+    """Where the report goes (JSON)."""
+
+    def __post_init__(self) -> None:
+        positive_int(self, "prompt_sets")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m reward_actors.calibrate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--split", choices=SPLITS, default="heldout")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prompt-sets", type=int, default=48)
-    ap.add_argument("--identity", help="identity recognition model (ONNX file or model-pack folder; default: the shipped one)")
-    ap.add_argument("--out", default="results/calibration.json")
-    args = ap.parse_args(argv)
+    args = cli.parse(CalibrateArgs, argv, prog="python -m reward_actors.calibrate", description=__doc__)
     start = time.time()
     report = calibrate(args.split, args.seed, args.prompt_sets, args.identity)
     report["seconds"] = round(time.time() - start)

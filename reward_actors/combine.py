@@ -43,8 +43,9 @@ def combine(results: dict[str, ScoreResult], weights: dict[str, float], groups: 
         x = np.where(res.valid, res.scores, np.nan).astype(np.float64)
         comps[fam] = normalise_in_groups(x, groups) if groups is not None else x
         masked[fam] = int((~res.valid).sum())
-    num = sum(weights[f] * np.nan_to_num(comps[f]) for f in weights)
-    den = sum(weights[f] * ~np.isnan(comps[f]) for f in weights)
+    n = len(next(iter(results.values())).scores) if results else 0
+    num = sum((weights[f] * np.nan_to_num(comps[f]) for f in weights), start=np.zeros(n))
+    den = sum((weights[f] * ~np.isnan(comps[f]) for f in weights), start=np.zeros(n))  # (N,) even with no weights
     valid = den > 0
     total = np.where(valid, num / np.where(valid, den, 1.0), np.nan)
     return CombinedReward(total, valid, comps, masked)

@@ -4,26 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from inflvg.validate import at_least, number, positive_int
+
 
 @dataclass(frozen=True)
 class ActorResources:
     """What Ray reserves for each replica of a reward actor, shared by every family's config."""
 
     replicas: int = 1
+    """Ray actors scoring this family side by side (calls are spread over them)."""
     num_cpus: float = 1.0
+    """CPUs Ray reserves for each replica."""
     num_gpus: float = 0.0
+    """GPUs Ray reserves for each replica; > 0 runs its model on CUDA."""
     max_restarts: int = 2
     """Ray restarts a crashed replica this many times; -1 (forever) is refused: a crash loop must end."""
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ValueError(f"{name}.replicas must be a positive integer, got {self.replicas!r}")
-        for f in ("num_cpus", "num_gpus"):
-            if getattr(self, f) < 0:
-                raise ValueError(f"{name}.{f} must be >= 0, got {getattr(self, f)!r}")
-        if self.max_restarts < 0:
-            raise ValueError(f"{name}.max_restarts must be >= 0 (-1 is not allowed: a crash loop must end), got {self.max_restarts}")
+        positive_int(self, "replicas")
+        number(self, "num_cpus")
+        number(self, "num_gpus")
+        at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class AlignmentConfig(ActorResources):
     checkpoint: str | None = None
     """Local checkpoint path for model_name; required when model_name is set (nothing is downloaded)."""
     frames_per_scene: int = 8
+    """Frames of each scene scored against its prompt, evenly spaced over the scene."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,7 +49,9 @@ class IdentityConfig(ActorResources):
     detector: str = "storyworld"
     """'storyworld' (analytic subject detector) or a local insightface model-pack folder."""
     frames_new: int = 8
+    """At most this many frames of the new scene are compared with its history."""
     frames_history: int = 8
+    """At most this many frames of the earlier scenes about the same subject (the history) are compared."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,11 @@ class ArtifactConfig(ActorResources):
 @dataclass(frozen=True)
 class RewardConfig:
     alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
+    """Prompt alignment: does each scene show what its prompt says (a CLIP score)?"""
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    """Identity consistency: does a returning character look as in its earlier scenes (ArcFace cosine of the subject)?"""
     artifacts: ArtifactConfig = field(default_factory=ArtifactConfig)
+    """Visual artifacts: how clean each scene's frames are (a calibrated no-model score, or a VLM judge)."""
     weights: tuple[tuple[str, float], ...] = (("alignment", 0.25), ("identity", 1.0), ("artifacts", 0.5))
     """(family, weight) pairs of the combined reward. Alignment weighs least by default: every
     scene's prompt names its background, so the context selection barely moves alignment, and

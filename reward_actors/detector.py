@@ -26,8 +26,8 @@ CROP_FRACTION = 0.625  # crop side / frame side: 20 px of a 32 px frame holds th
 
 def square_crop(frame: np.ndarray, centre: tuple[float, float], side: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (side, side, 3) uint8 window centred at (cy, cx), edge-padded at borders."""
-    top = int(round(centre[0] - side / 2.0))
-    left = int(round(centre[1] - side / 2.0))
+    top = round(centre[0] - side / 2.0)
+    left = round(centre[1] - side / 2.0)
     p = side  # enough padding for any centre inside the frame
     padded = np.pad(frame, ((p, p), (p, p), (0, 0)), mode="edge")
     return padded[top + p : top + p + side, left + p : left + p + side].copy()
@@ -68,7 +68,7 @@ class StoryWorldDetector:
     def crop_box(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """(H, W, 3) uint8 and a subject box -> (S, S, 3) uint8 crop, S = crop_fraction * H (or the box)."""
         y0, x0, y1, x1 = box
-        side = max(int(round(self.crop_fraction * frame.shape[0])), y1 - y0 + 2, x1 - x0 + 2)
+        side = max(round(self.crop_fraction * frame.shape[0]), y1 - y0 + 2, x1 - x0 + 2)
         return square_crop(frame, ((y0 + y1) / 2.0, (x0 + x1) / 2.0), side)
 
     def crop(self, frame: np.ndarray) -> np.ndarray | None:
@@ -87,17 +87,16 @@ class InsightFaceDetector:
     def __init__(self, path: str, det_size: tuple[int, int] = (640, 640), det_thresh: float = 0.5, crop_size: int = 112, margin: float = 1.3):
         from insightface.app import FaceAnalysis
         from insightface.model_zoo import model_zoo
+        from insightface.model_zoo.retinaface import RetinaFace
+        from insightface.model_zoo.scrfd import SCRFD
 
         p = Path(path).expanduser()
         if not p.exists():
             raise FileNotFoundError(
                 f"insightface detector not found at {p}: pass a local SCRFD .onnx file or a model-pack folder holding one (nothing is downloaded)"
             )
-        if p.is_dir():
-            model = FaceAnalysis(name=str(p.resolve()), allowed_modules=["detection"]).det_model
-        else:
-            model = model_zoo.get_model(str(p))
-        if model is None or getattr(model, "taskname", None) != "detection":
+        model = FaceAnalysis(name=str(p.resolve()), allowed_modules=["detection"]).det_model if p.is_dir() else model_zoo.get_model(str(p))
+        if not isinstance(model, (SCRFD, RetinaFace)):  # insightface's detection models (taskname "detection")
             raise ValueError(f"{p} is not an insightface detection model (insightface routed it to {type(model).__name__})")
         model.prepare(-1, input_size=tuple(det_size), det_thresh=det_thresh)
         self.model, self.name = model, f"insightface:{p.name}"
@@ -114,7 +113,7 @@ class InsightFaceDetector:
         if kpss is not None and len(kpss):
             return face_align.norm_crop(bgr, landmark=kpss[0], image_size=self.crop_size)[..., ::-1].copy()
         x0, y0, x1, y1 = boxes[0, :4]
-        side = max(int(round(self.margin * max(x1 - x0, y1 - y0))), 2)
+        side = max(round(self.margin * max(x1 - x0, y1 - y0)), 2)
         return square_crop(frame, ((y0 + y1) / 2.0, (x0 + x1) / 2.0), side)
 
 

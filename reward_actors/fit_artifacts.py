@@ -9,13 +9,15 @@ every frame of a scene. Fitted on the training split, evaluated on the held-out 
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from inflvg import cli
 from inflvg.config import WorldConfig
+from inflvg.validate import at_least
 from inflvg.world.readers import CORRUPTIONS, IMITATIONS, corrupt
 from inflvg.world.story import render_story, sample_story
 
@@ -45,12 +47,23 @@ def auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
 
 
+@dataclass(frozen=True)
+class FitArgs:
+    """The artifact calibration fit's arguments (``python -m reward_actors.fit_artifacts --help``)."""
+
+    videos: int = 40
+    """Training-split videos to fit on (half as many held-out videos are evaluated)."""
+    seed: int = 0
+    """Story seeds are seed, seed + 1, ... (held out: seed + 100000, ...); also seeds the corruptions."""
+    out: str = str(DEFAULT_CALIBRATION)
+    """Where the calibration JSON goes (the shipped one by default)."""
+
+    def __post_init__(self) -> None:
+        at_least(self, "videos", 2, "half as many held-out videos are evaluated, so at least 2")
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(DEFAULT_CALIBRATION))
-    args = ap.parse_args(argv)
+    args = cli.parse(FitArgs, argv, prog="python -m reward_actors.fit_artifacts", description=__doc__)
     x, y, _ = labelled_scenes("train", args.videos, args.seed)
     w = fit_logistic(x, y)
     hx, hy, hk = labelled_scenes("heldout", args.videos // 2, args.seed + 100_000)

@@ -43,7 +43,8 @@ class RewardGroup:
             else:
                 out.scores[i], out.valid[i], out.reasons[i] = hit
         chunks = [c.tolist() for c in np.array_split(np.array(todo, int), min(len(self.handles), len(todo))) if len(c)] if todo else []
-        pending = [(h, c, h.score.remote(batch.subset(c))) for h, c in zip(self.handles, chunks)]
+        # fewer chunks than handles when little is left: the spare handles get nothing
+        pending = [(h, c, h.score.remote(batch.subset(c))) for h, c in zip(self.handles, chunks, strict=False)]
         self.scored += len(todo)
         for handle, chunk, ref in pending:
             res = self._get_or_retry(handle, chunk, batch, ref)
@@ -56,16 +57,16 @@ class RewardGroup:
 
     def _get_or_retry(self, handle, chunk: list[int], batch: SceneBatch, ref) -> ScoreResult:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import GetTimeoutError, RayActorError
 
         try:
             return ray.get(ref)
         except RayActorError:
             self.retries += 1
         try:
-            _wait_until_alive(handle)
+            ray.get(handle.pid.options(max_task_retries=-1).remote(), timeout=60)  # Ray resends it until the replica is back
             return ray.get(handle.score.remote(batch.subset(chunk)))
-        except RayActorError as e:
+        except (RayActorError, GetTimeoutError) as e:
             self.failures += 1
             return ScoreResult.masked(len(chunk), f"reward actor died twice: {type(e).__name__}", self.name, self.version)
 
@@ -73,21 +74,3 @@ class RewardGroup:
         import ray
 
         return ray.get([h.pid.remote() for h in self.handles])
-
-
-def _wait_until_alive(handle, timeout_s: float = 60.0) -> None:
-    """Block until Ray has restarted a dead actor (calls fail fast while it is restarting)."""
-    import time
-
-    import ray
-    from ray.exceptions import RayActorError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            ray.get(handle.pid.remote())
-            return
-        except RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

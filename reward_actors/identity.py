@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .detector import make_detector
 from .types import SceneBatch, ScoreResult
+
+if TYPE_CHECKING:
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
 DEFAULT_RECOGNITION = Path(__file__).resolve().parent / "weights" / "identity_storyworld.onnx"
 
@@ -35,7 +39,7 @@ def _session_kwargs(num_threads: int) -> dict:
     return {"sess_options": opts}
 
 
-def load_recognition(path: str | Path, num_threads: int = 0):
+def load_recognition(path: str | Path, num_threads: int = 0) -> ArcFaceONNX:
     """A local ONNX file or model-pack folder -> insightface ``ArcFaceONNX`` (has ``get_feat``).
 
     A folder is either an insightface V2 package (``manifest.json``; its recognition task) or a
@@ -43,25 +47,33 @@ def load_recognition(path: str | Path, num_threads: int = 0):
     model in name order).
     """
     from insightface.model_zoo import model_zoo
+    from insightface.model_zoo.arcface_onnx import ArcFaceONNX
     from insightface.model_zoo.package_manifest import has_model_package_manifest
 
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(
-            f"identity recognition model not found at {p}: pass a local ArcFace .onnx file or an insightface model-pack folder (nothing is downloaded)"
+            f"identity recognition model not found at {p}: pass a local ArcFace .onnx file or an insightface model-pack folder "
+            "(nothing is downloaded)"
         )
     kwargs = _session_kwargs(num_threads)
     if p.is_file():
         candidates = [p]
     elif has_model_package_manifest(p):
-        return model_zoo.get_model(str(p.resolve()), model_task="recognition", **kwargs)
+        model = model_zoo.get_model(str(p.resolve()), model_task="recognition", **kwargs)
+        if not isinstance(model, ArcFaceONNX):  # what insightface builds for a package's recognition task
+            raise ValueError(f"{p}: insightface built {type(model).__name__} for the package's recognition task, not ArcFaceONNX")
+        return model
     else:
         candidates = sorted(p.glob("*.onnx"))
     for onnx_file in candidates:
         model = model_zoo.get_model(str(onnx_file.resolve()), **kwargs)
-        if model is not None and model.taskname == "recognition":
+        if isinstance(model, ArcFaceONNX):  # the one model class insightface routes recognition ("taskname") to
             return model
-    raise ValueError(f"no insightface recognition model in {p}: insightface routes ONNX files with one square input of side >= 112 (a multiple of 16) to ArcFaceONNX")
+    raise ValueError(
+        f"no insightface recognition model in {p}: insightface routes ONNX files with one square input of side >= 112 "
+        "(a multiple of 16) to ArcFaceONNX"
+    )
 
 
 def sample_frames(frames: np.ndarray, k: int) -> np.ndarray:
@@ -74,13 +86,15 @@ def sample_frames(frames: np.ndarray, k: int) -> np.ndarray:
 class IdentityScorer:
     """Per-scene identity consistency in [0, 1] for a ``SceneBatch`` with history."""
 
-    def __init__(self, recognition: str | None = None, detector: str = "storyworld", frames_new: int = 8, frames_history: int = 8, num_threads: int = 0):
+    def __init__(
+        self, recognition: str | None = None, detector: str = "storyworld", frames_new: int = 8, frames_history: int = 8, num_threads: int = 0
+    ):
         if frames_new < 1 or frames_history < 1:
             raise ValueError(f"frames_new and frames_history must be >= 1, got {frames_new}, {frames_history}")
         self.model = load_recognition(DEFAULT_RECOGNITION if recognition is None else recognition, num_threads)
         self.detector = make_detector(detector)
         self.frames_new, self.frames_history = frames_new, frames_history
-        onnx_file = Path(self.model.model_file)
+        onnx_file = Path(str(self.model.model_file))  # the path insightface loaded (never None for ArcFaceONNX)
         self.name = f"arcface:{onnx_file.stem}"
         self.version = hashlib.sha256(onnx_file.read_bytes()).hexdigest()[:12]
 
@@ -105,11 +119,12 @@ class IdentityScorer:
         spans: dict[int, tuple[int, int, int]] = {}  # scene -> (start, n_new, n_history) in crops
         dropped = 0
         for i in range(n):
-            if history[i] is None:
+            past = history[i]
+            if past is None:
                 reasons[i] = "no history"
                 continue
             new, miss_new = self._crops(batch.frames[i], self.frames_new)
-            old, miss_old = self._crops(history[i], self.frames_history)
+            old, miss_old = self._crops(past, self.frames_history)
             dropped += miss_new + miss_old
             if not new:
                 reasons[i] = "no subject detected in the new scene"

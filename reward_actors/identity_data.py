@@ -11,11 +11,10 @@ identity are left out, so the network still never trains on a held-out combinati
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from inflvg.world.readers import read_scene
 from inflvg.world.render import Identity
@@ -38,7 +37,7 @@ class GeneratedCrops:
 def label_scenes(stories: list, frames: np.ndarray, fps: int, classes: dict[Identity, int], detector: StoryWorldDetector):
     """frames (B, T, H, W, 3) of generated stories -> (crops, labels, kept, skipped)."""
     crops, labels, kept, skipped = [], [], 0, 0
-    for story, video in zip(stories, frames):
+    for story, video in zip(stories, frames, strict=True):
         for j in range(len(story.scenes)):
             clip = video[j * fps : (j + 1) * fps]
             reading = read_scene(clip).subject
@@ -66,13 +65,16 @@ def generated_crops(n_videos: int, classes: list[Identity], seed: int = 0, batch
     fps = gen.spec.frames_per_scene
     n_scenes = gen.spec.horizon_frames // fps  # the generator's training horizon, in scenes
     index, detector = {c: i for i, c in enumerate(classes)}, StoryWorldDetector()
-    crops, labels, kept, skipped, start = [], [], 0, 0, time.time()
+    crops, labels, kept, skipped = [], [], 0, 0
+    bar = tqdm(total=n_videos, desc="identity training videos", unit="video")
     for b, first in enumerate(range(0, n_videos, batch)):
         seeds = range(SEED_OFFSET + seed * n_videos + first, SEED_OFFSET + seed * n_videos + min(first + batch, n_videos))
         stories = [sample_story(s, "train", n_scenes, world.cast_size) for s in seeds]
-        prompt_sets = [prompt_set_of(story, f"train-{s}") for story, s in zip(stories, seeds)]
+        prompt_sets = [prompt_set_of(story, f"train-{s}") for story, s in zip(stories, seeds, strict=True)]
         res = generate(gen, prompt_sets, make_strategy(STRATEGIES[b % len(STRATEGIES)]), seed=seed + first)
-        c, l, k, s = label_scenes(stories, res.frames, fps, index, detector)
-        crops, labels, kept, skipped = crops + c, labels + l, kept + k, skipped + s
-        print(f"generated {min(first + batch, n_videos)}/{n_videos} videos, {len(crops)} crops, {time.time() - start:.0f}s", file=sys.stderr, flush=True)
+        new_crops, new_labels, new_kept, new_skipped = label_scenes(stories, res.frames, fps, index, detector)
+        crops, labels, kept, skipped = crops + new_crops, labels + new_labels, kept + new_kept, skipped + new_skipped
+        bar.set_postfix(crops=len(crops), refresh=False)
+        bar.update(len(seeds))
+    bar.close()
     return GeneratedCrops(crops, np.asarray(labels, np.int64), kept, skipped)

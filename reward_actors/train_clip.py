@@ -24,7 +24,6 @@ of frames on the right background) 0.86 / 0.86 / 0.80.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -34,7 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from inflvg import cli
 from inflvg.config import WorldConfig
+from inflvg.validate import positive_int
 from inflvg.world import render_story, sample_story
 from inflvg.world.readers import corrupt
 from inflvg.world.story import Story
@@ -255,16 +256,32 @@ def save(model, path: str, calibration: dict | None) -> None:
     torch.save({"state_dict": state, "calibration": calibration}, path)
 
 
+@dataclasses.dataclass(frozen=True)
+class ClipArgs:
+    """The CLIP training's arguments (``python -m reward_actors.train_clip --help``)."""
+
+    minutes: float = 8.0
+    """Training budget in wall-clock minutes."""
+    out: str = "reward_actors/weights/clip_storyworld.pt"
+    """Where the weights (and their calibration) are saved; with --eval-only, the weights evaluated."""
+    stories: int = 1000
+    """Training stories in the frame pool."""
+    batch: int = 256
+    """Frames per contrastive batch."""
+    seed: int = 0
+    """Seeds the weights, the pool's stories (seed * 100000, ...) and the evaluation's."""
+    eval_stories: int = 64
+    """Held-out stories of the evaluation."""
+    eval_only: bool = False
+    """Evaluate --out without training."""
+
+    def __post_init__(self) -> None:
+        for name in ("stories", "batch", "eval_stories"):
+            positive_int(self, name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=8.0)
-    ap.add_argument("--out", default="reward_actors/weights/clip_storyworld.pt")
-    ap.add_argument("--stories", type=int, default=1000, help="train stories in the frame pool")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--eval-stories", type=int, default=64)
-    ap.add_argument("--eval-only", action="store_true", help="evaluate --out without training")
-    args = ap.parse_args(argv)
+    args = cli.parse(ClipArgs, argv, prog="python -m reward_actors.train_clip", description=__doc__)
     torch.set_num_threads(1)
     if not args.eval_only:
         import open_clip

@@ -16,11 +16,11 @@ with the number of shared attributes. The ONNX input is (N, 3, 112, 112) RGB in 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from scipy.stats import rankdata, spearmanr
 from torch import nn
 
+from inflvg import cli
 from inflvg.config import WorldConfig
+from inflvg.validate import at_least, positive_int
 from inflvg.world.readers import attribute_agreement, corrupt, read_scene
 from inflvg.world.readers_fit import gaussian_blur
 from inflvg.world.render import Identity, action_offsets, background, paste
@@ -286,28 +288,53 @@ def report(onnx: Path, seed: int = 0, n_pairs: int = 2000, n_stories: int = 16) 
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=8.0, help="training budget; sets the number of steps")
-    ap.add_argument("--steps", type=int, default=None, help="exact number of steps (overrides --minutes)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--attr-weight", type=float, default=0.5, help="weight of the attribute read-out loss (0: pure ArcFace)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--generated-videos", type=int, default=768, help="training-split videos the shipped generator makes for the generator-crop share of each batch (0: renders only)")
-    ap.add_argument("--generated-fraction", type=float, default=0.75, help="share of each batch taken from the generator's crops")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "weights" / "identity_storyworld.onnx")
-    ap.add_argument("--evaluate", type=Path, default=None, help="only evaluate this ONNX on held-out identities")
-    ap.add_argument("--json", type=Path, default=None, help="also write the held-out figures to this file")
-    args = ap.parse_args()
+@dataclass(frozen=True)
+class IdentityArgs:
+    """The identity network's training arguments (``python -m reward_actors.train_identity --help``)."""
+
+    minutes: float = 8.0
+    """Training budget; sets the number of steps (measured on the first 10)."""
+    steps: int | None = None
+    """Exact number of steps (overrides --minutes); None: as many as fit in --minutes."""
+    seed: int = 0
+    """Seeds the weights, the batches, the generator's crops and the evaluation."""
+    batch: int = 128
+    """Crops per batch."""
+    lr: float = 3e-3
+    """Peak learning rate (cosine schedule)."""
+    attr_weight: float = 0.5
+    """Weight of the attribute read-out loss (0: pure ArcFace)."""
+    threads: int = 1
+    """torch threads."""
+    generated_videos: int = 768
+    """Training-split videos the shipped generator makes for the generator-crop share of each batch (0: renders only)."""
+    generated_fraction: float = 0.75
+    """Share of each batch taken from the generator's crops."""
+    out: Path = Path(__file__).resolve().parent / "weights" / "identity_storyworld.onnx"
+    """Where the ONNX recognition model is written."""
+    evaluate: Path | None = None
+    """Only evaluate this ONNX on held-out identities (no training)."""
+    json: Path | None = None
+    """Also write the held-out figures to this file."""
+
+    def __post_init__(self) -> None:
+        positive_int(self, "batch")
+        positive_int(self, "threads")
+        at_least(self, "generated_videos", 0, "use 0 for rendered crops only")
+        if self.steps is not None:
+            positive_int(self, "steps", "or None to train for --minutes")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse(IdentityArgs, argv, prog="python -m reward_actors.train_identity", description=__doc__)
     torch.set_num_threads(args.threads)
     if args.evaluate is None:
         generated = None
         if args.generated_videos > 0:
             generated = generated_crops(args.generated_videos, identities("train"), seed=args.seed)
             print(f"generator crops: {len(generated.labels)} from {generated.kept_scenes} scenes ({generated.skipped_scenes} scenes skipped)")
-        model = train(args.minutes, args.steps, args.seed, args.batch, args.attr_weight, args.lr, generated=generated, generated_fraction=args.generated_fraction)
+        model = train(args.minutes, args.steps, args.seed, args.batch, args.attr_weight, args.lr,
+                      generated=generated, generated_fraction=args.generated_fraction)  # fmt: skip
         export_onnx(model, args.out)
         print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     figures = report(args.evaluate or args.out, seed=args.seed)

@@ -7,6 +7,7 @@ with a reason, and counted by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -17,7 +18,9 @@ def check_frames(frames: object, what: str) -> np.ndarray:
         raise ValueError(f"{what}: expected a numpy array of frames, got {type(frames).__name__}")
     if frames.dtype != np.uint8:
         nan = " and contains NaN" if np.issubdtype(frames.dtype, np.floating) and np.isnan(frames).any() else ""
-        raise ValueError(f"{what}: frames must be uint8 RGB in 0..255, got dtype {frames.dtype}{nan}; convert with (x * 255).round().astype(np.uint8)")
+        raise ValueError(
+            f"{what}: frames must be uint8 RGB in 0..255, got dtype {frames.dtype}{nan}; convert with (x * 255).round().astype(np.uint8)"
+        )
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"{what}: frames must have shape (F, H, W, 3), got {frames.shape}")
     if frames.shape[0] == 0:
@@ -51,7 +54,7 @@ class SceneBatch:
     def __len__(self) -> int:
         return len(self.frames)
 
-    def subset(self, idx: list[int]) -> "SceneBatch":
+    def subset(self, idx: list[int]) -> SceneBatch:
         hist = None if self.history is None else [self.history[i] for i in idx]
         return SceneBatch([self.frames[i] for i in idx], [self.prompts[i] for i in idx], hist)
 
@@ -68,10 +71,19 @@ class ScoreResult:
     counts: dict = field(default_factory=dict)  # e.g. frames dropped for lack of a subject
 
     @staticmethod
-    def masked(n: int, reason: str, model: str, version: str) -> "ScoreResult":
+    def masked(n: int, reason: str, model: str, version: str) -> ScoreResult:
         return ScoreResult(np.full(n, np.nan), np.zeros(n, bool), [reason] * n, model, version)
 
     def __post_init__(self) -> None:
         n = len(self.scores)
         if len(self.valid) != n or len(self.reasons) != n:
             raise ValueError("ScoreResult: scores, valid and reasons must have one entry per scene")
+
+
+class Scorer(Protocol):
+    """What a reward actor holds: a model that scores whole batches, named and versioned."""
+
+    name: str  # name of the model, reported in every ScoreResult
+    version: str  # content hash of its weights/config
+
+    def score(self, batch: SceneBatch) -> ScoreResult: ...

@@ -15,14 +15,15 @@ import inspect
 import json
 import os
 from pathlib import Path
+from typing import Any, cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers / huggingface_hub are imported
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from .types import SceneBatch, ScoreResult  # noqa: E402
+from .types import SceneBatch, ScoreResult
 
 DEFAULT_QUESTION = "Is this video frame free of visual artifacts such as distortion, flicker, blur or noise? Answer yes or no."
 YES, NO = ("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No")
@@ -90,12 +91,19 @@ class VLMJudge:
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
         try:
             processor = AutoProcessor.from_pretrained(str(root), local_files_only=True)
-            model, info = AutoModelForImageTextToText.from_pretrained(str(root), local_files_only=True, dtype=dtype, output_loading_info=True)
-        except Exception as e:  # noqa: BLE001 -- re-raised naming the folder
-            raise ValueError(f"VLM judge: cannot load a vision-language model + processor from {str(root)!r} ({type(e).__name__}: {e}); expected {EXPECTED}") from e
+            # output_loading_info=True makes it a (model, info) pair, which transformers' annotation does not say; the
+            # model stays Any: PreTrainedModel.to is wrapped (functools.wraps) in a way type checkers cannot bind
+            loaded = AutoModelForImageTextToText.from_pretrained(str(root), local_files_only=True, dtype=dtype, output_loading_info=True)
+            model, info = cast("tuple[Any, dict[str, Any]]", loaded)
+        except Exception as e:  # re-raised naming the folder
+            raise ValueError(
+                f"VLM judge: cannot load a vision-language model + processor from {str(root)!r} ({type(e).__name__}: {e}); expected {EXPECTED}"
+            ) from e
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
-            raise ValueError(f"VLM judge: {str(root)!r} lacks weights for {len(missing)} parameters (e.g. {missing[:3]}); refusing to score with random weights")
+            raise ValueError(
+                f"VLM judge: {str(root)!r} lacks weights for {len(missing)} parameters (e.g. {missing[:3]}); refusing to score with random weights"
+            )
         if getattr(processor, "tokenizer", None) is None:
             raise ValueError(f"VLM judge: the processor in {str(root)!r} has no tokenizer; expected {EXPECTED}")
         return processor, model.to(device).eval()
@@ -136,14 +144,15 @@ class VLMJudge:
         out, cur, count = [], [], 0
         for i, ims in images.items():
             if cur and count + len(ims) > self.max_images:
-                out, cur, count = out + [cur], [], 0
-            cur, count = cur + [i], count + len(ims)
-        return out + [cur] if cur else out
+                out, cur, count = [*out, cur], [], 0
+            cur, count = [*cur, i], count + len(ims)
+        return [*out, cur] if cur else out
 
     def score(self, batch: SceneBatch) -> ScoreResult:
         """N scenes -> (N,) P(clean); a scene the model fails on is masked with the reason."""
         n = len(batch)
-        scores, reasons, images = np.full(n, np.nan), [None] * n, {}
+        scores, images = np.full(n, np.nan), {}
+        reasons: list[str | None] = [None] * n
         for i, frames in enumerate(batch.frames):
             try:
                 images[i] = self._scene_images(frames)

@@ -5,12 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inflvg.protocol import BACKENDS
-
-
-def _int_at_least(obj: object, name: str, low: int, hint: str) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"RolloutConfig.{name} must be an integer >= {low}, got {value!r}; {hint}")
+from inflvg.validate import at_least, number, one_of
 
 
 @dataclass(frozen=True)
@@ -35,20 +30,17 @@ class RolloutConfig:
     """torch intra-op threads inside the actor: more than the reserved cores makes it much slower."""
 
     def __post_init__(self) -> None:
-        if self.generator not in BACKENDS:
-            raise ValueError(f"RolloutConfig.generator must be one of {', '.join(BACKENDS)}, got {self.generator!r}")
+        one_of(self, "generator", tuple(BACKENDS))
         if self.generator_weights is not None and (not isinstance(self.generator_weights, str) or not self.generator_weights):
             raise ValueError(
                 f"RolloutConfig.generator_weights must be a non-empty path string or None (the shipped weights), "
                 f"got {self.generator_weights!r}"
             )
-        _int_at_least(self, "group_size", 2, "GRPO normalises rewards inside a group, so it needs G >= 2")
+        at_least(self, "group_size", 2, "GRPO normalises rewards inside a group, so it needs G >= 2")
         if self.budget_k is not None:
-            _int_at_least(self, "budget_k", 1, "or None to use the generator weights' own budget")
-        _int_at_least(self, "replicas", 1, "set the number of rollout actors")
-        _int_at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
-        _int_at_least(self, "threads", 1, "use 1 per reserved CPU core")
-        for name in ("num_cpus", "num_gpus"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"RolloutConfig.{name} must be a number >= 0, got {value!r}")
+            at_least(self, "budget_k", 1, "or None to use the generator weights' own budget")
+        at_least(self, "replicas", 1, "set the number of rollout actors")
+        at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
+        at_least(self, "threads", 1, "use 1 per reserved CPU core")
+        number(self, "num_cpus")
+        number(self, "num_gpus")

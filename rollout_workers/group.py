@@ -10,9 +10,9 @@ exactly once, in input order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from itertools import pairwise
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from inflvg.rollout import Rollout
 from .config import RolloutConfig
 from .worker import NoWeightsError, RolloutWorker
 
-Call = Callable  # (handle, prompt_sets chunk, first_index) -> ObjectRef of list[Rollout]
+Call: TypeAlias = Callable[[Any, list[PromptSet], int], Any]  # (handle, prompt_sets chunk, first_index) -> ObjectRef of list[Rollout]
 
 
 class RolloutGroup:
@@ -87,7 +87,6 @@ class RolloutGroup:
             return ray.get(ref)
         except (RayActorError, NoWeightsError):  # died mid-call, or was restarted since the last sync
             self.reissued += n_sets
-        _wait_until_alive(handle)
         if not _push(handle, self.version, self._weights):  # a restarted replica starts with no weights
             raise RuntimeError(f"a restarted rollout replica refused weights version {self.version}")
         return ray.get(reissue())  # a second death propagates: the driver decides what to do
@@ -101,9 +100,8 @@ def _push(handle, version: int, ref, pending=None) -> bool:
 
     try:
         return ray.get(pending if pending is not None else handle.set_weights.remote(version, ref))
-    except RayActorError:
-        _wait_until_alive(handle)
-        return ray.get(handle.set_weights.remote(version, ref))
+    except RayActorError:  # Ray resends the (idempotent) call until it has restarted the replica, or it is dead for good
+        return ray.get(handle.set_weights.options(max_task_retries=-1).remote(version, ref), timeout=120)
 
 
 def _chunks(n: int, replicas: int) -> list[tuple[int, int]]:
@@ -112,19 +110,3 @@ def _chunks(n: int, replicas: int) -> list[tuple[int, int]]:
         return []
     edges = np.linspace(0, n, min(n, replicas) + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in pairwise(edges)]
-
-
-def _wait_until_alive(handle, timeout_s: float = 120.0) -> None:
-    """Block until Ray has restarted a dead actor (calls fail fast while it is restarting)."""
-    import ray
-    from ray.exceptions import RayActorError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            ray.get(handle.version.remote())
-            return
-        except RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)

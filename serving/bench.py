@@ -14,17 +14,19 @@ Writes FILE.json and FILE.md; prints the table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import socket
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from inflvg import cli
+from inflvg.validate import number, positive_int
 
 from .config import ServeConfig
 from .schema import example_scenes
@@ -98,19 +100,41 @@ def markdown(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m serving.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--compare-clients", type=int, default=8)
-    ap.add_argument("--compare-duration", type=float, default=15.0, help="seconds per round")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating batched / unbatched rounds")
-    ap.add_argument("--scenes", type=int, default=4)
-    ap.add_argument("--frames-per-scene", type=int, default=4)
-    ap.add_argument("--max-batch-size", type=int, default=8)
-    ap.add_argument("--batch-wait-timeout-s", type=float, default=ServeConfig.batch_wait_timeout_s)
-    ap.add_argument("--out", default="results/serve_bench.json")
-    return ap.parse_args(argv)
+@dataclass(frozen=True)
+class BenchArgs:
+    """The serving load benchmark's arguments (``python -m serving.bench --help``)."""
+
+    clients: int = 16
+    """Concurrent clients of the load phase."""
+    duration: float = 60.0
+    """Seconds of the load phase."""
+    compare_clients: int = 8
+    """Concurrent clients of the batched / unbatched comparison."""
+    compare_duration: float = 15.0
+    """Seconds per comparison round."""
+    rounds: int = 2
+    """Alternating batched / unbatched rounds."""
+    scenes: int = 4
+    """Scenes per request (held-out prompt sets)."""
+    frames_per_scene: int = 4
+    """Frames per scene of each request."""
+    max_batch_size: int = 8
+    """Serve's dynamic batching: requests batched together in the load and batched phases."""
+    batch_wait_timeout_s: float = ServeConfig.batch_wait_timeout_s
+    """Serve's dynamic batching: how long a batch waits to fill."""
+    out: str = "results/serve_bench.json"
+    """Where the results go: FILE.json and FILE.md (table) beside it."""
+
+    def __post_init__(self) -> None:
+        for name in ("clients", "compare_clients", "rounds", "scenes", "frames_per_scene", "max_batch_size"):
+            positive_int(self, name)
+        for name in ("duration", "compare_duration"):
+            number(self, name, 0, strict=True)
+        number(self, "batch_wait_timeout_s", 0)
+
+
+def parse_args(argv: list[str] | None) -> BenchArgs:
+    return cli.parse(BenchArgs, argv, prog="python -m serving.bench", description=__doc__)
 
 
 def main(argv: list[str] | None = None) -> dict:

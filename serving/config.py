@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from inflvg.validate import number, one_of, positive_int
+
 API_KEY_HEADER = "X-API-Key"
 MIN_API_KEY_CHARS = 16
 
@@ -24,6 +26,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     """Address the HTTP proxy binds. Anything but loopback requires an API key (api_key_env)."""
     port: int = 8000
+    """Port the HTTP proxy listens on."""
     api_key_env: str = "INFLVG_API_KEY"
     """Environment variable holding the API key, read where the app is built; only its SHA-256
     reaches the replicas, so the key never appears in a config or in the Serve dashboard."""
@@ -39,6 +42,7 @@ class ServeConfig:
     tracking_uri: str | None = None
     """MLflow tracking URI used to resolve model_uri; None: $MLFLOW_TRACKING_URI."""
     device: Literal["cpu", "cuda"] = "cpu"
+    """Where each generator replica runs its models (cuda needs num_gpus > 0)."""
     num_cpus: float = 1.0
     """CPUs Ray reserves for each generator replica."""
     num_gpus: float = 0.0
@@ -58,10 +62,15 @@ class ServeConfig:
     torch_threads: int = 1
     """Intra-op threads of each generator replica (more threads fight over busy cores)."""
     max_scenes: int = 16
+    """Most scenes a request may ask for (422 beyond)."""
     max_frames_per_scene: int = 8
+    """Most frames per scene a request may ask for."""
     max_prompt_chars: int = 240
+    """Longest scene prompt accepted, in characters."""
     max_budget_k: int = 64
+    """Largest long-term budget K a request may ask for."""
     max_refine_steps: int = 8
+    """Most test-time refinement steps a request may ask for."""
     max_body_bytes: int = 65536
     """Request bodies above this are refused with 413 before they are parsed."""
     request_timeout_s: float = 300.0
@@ -84,11 +93,10 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"ServeConfig.{f.name} must be a positive integer, got {value!r}")
-            if f.type == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"ServeConfig.{f.name} must be a number >= 0, got {value!r}")
+            if f.type == "int":
+                positive_int(self, f.name)
+            if f.type == "float":
+                number(self, f.name)
         self._check_choices()
 
     def _check_choices(self) -> None:
@@ -96,20 +104,17 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.port must be in 1..65535, got {self.port}")
         if self.policy and self.model_uri:
             raise ValueError("ServeConfig: give either policy (a file) or model_uri (MLflow), not both")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"ServeConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+        one_of(self, "device", ("cpu", "cuda"))
         if self.device == "cuda" and self.num_gpus <= 0:
             raise ValueError("ServeConfig.num_gpus must be > 0 with device='cuda', e.g. 1 (or 0.5 to share a GPU)")
         if self.max_replicas is not None and (isinstance(self.max_replicas, bool) or not isinstance(self.max_replicas, int)
                                               or self.max_replicas < self.num_replicas):  # fmt: skip
             raise ValueError(f"ServeConfig.max_replicas must be None or an integer >= num_replicas ({self.num_replicas}), got {self.max_replicas!r}")
         for name in ("request_timeout_s", "progress_interval_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            number(self, name, 0, strict=True)
         from inflvg.protocol import BACKENDS
 
-        if self.generator not in BACKENDS:
-            raise ValueError(f"ServeConfig.generator must be one of {', '.join(BACKENDS)}, got {self.generator!r}")
+        one_of(self, "generator", tuple(BACKENDS))
         if self.prompts is not None:
             self.prompt_sets()
             # replicas read it too, wherever their working directory is

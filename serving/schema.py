@@ -122,13 +122,6 @@ class VideoResponse(BaseModel):
     refine: Optional[RefineInfo]
 
 
-class ProgressEvent(BaseModel):
-    event: Literal["progress"]
-    stage: Literal["queued", "refine", "generate"]
-    done: int
-    total: int
-
-
 class FieldProblem(BaseModel):
     field: str
     message: str

@@ -27,3 +27,43 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) < 1.0
     assert out[1:] == ["False", "False"]
+
+
+def test_one_validator_names_the_field_the_value_and_the_fix():
+    from dataclasses import dataclass
+
+    from inflvg.validate import at_least, boolean, number, one_of, positive_int
+
+    @dataclass
+    class Demo:
+        n: object = 1
+        x: object = 0.5
+        mode: object = "a"
+
+    with pytest.raises(ValueError, match=r"^Demo.n must be a positive integer, got True; set it to an int >= 1$"):
+        positive_int(Demo(n=True), "n")
+    with pytest.raises(ValueError, match=r"^Demo.n must be an integer >= 0, got -1; use 0 for none$"):
+        at_least(Demo(n=-1), "n", 0, "use 0 for none")
+    for bad in (float("nan"), 0, True, "1"):
+        with pytest.raises(ValueError, match=r"^Demo.x must be a number > 0, got"):
+            number(Demo(x=bad), "x", 0, strict=True)
+    number(Demo(x=0), "x")  # >= 0 by default
+    with pytest.raises(ValueError, match=r"^Demo.mode must be 'a', 'b' or 'c', got 'd'$"):
+        one_of(Demo(mode="d"), "mode", ("a", "b", "c"))
+    with pytest.raises(ValueError, match=r"^Demo.n must be 0 or 1, got True$"):  # True is not the choice 1
+        one_of(Demo(n=True), "n", (0, 1))
+    with pytest.raises(ValueError, match=r"^Demo.n must be True or False, got 'no'$"):
+        boolean(Demo(n="no"), "n")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"keep_checkpoints": -1}, "ServiceConfig.keep_checkpoints must be an integer >= 0"),
+     ({"rollout_parquet": "yes"}, "ServiceConfig.rollout_parquet must be True or False"),
+     ({"steps": 0}, "ServiceConfig.steps must be a positive integer")],
+)  # fmt: skip
+def test_service_config_checks_its_fields(change, message):
+    from cluster.config import ServiceConfig
+
+    with pytest.raises(ValueError, match=message):
+        ServiceConfig(**change)

@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("inflvg", "rollout_workers", "reward_actors", "learner", "serving", "cluster")
-INSIDE = ("inflvg/generator/", "inflvg/world/", "inflvg/config.py")  # config.py holds the backend's and the world's configs
+# the backends' own packages, and config.py, which holds the StoryWorld backend's and the world's configs
+INSIDE = ("inflvg/generator/", "inflvg/wan/", "inflvg/world/", "inflvg/config.py")
 # names only the tiny model has (CLIP's encode_text is the reward model's own, so it is not listed:
 # the model itself cannot be reached without importing inflvg.generator, which the first rule forbids)
 INTERNALS = {"velocity", "predict_clean", "encode_frames_kv", "full_yx", "long_yx", "frame_size", "pool_kv", "pool_features",

@@ -4,6 +4,7 @@ replica killed mid-call has its prompt sets re-issued exactly once."""
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -103,6 +104,32 @@ def test_a_group_shares_noise_and_differs_by_selection(worker, expected, prompt_
     assert all(np.array_equal(again.frames[g], r.frames) for g, r in enumerate(group))
     write_parquet(rollouts, tmp_path / "rollouts.parquet")
     assert_same(read_parquet(tmp_path / "rollouts.parquet"), rollouts)
+
+
+def test_the_driver_writes_a_steps_scored_rollouts_without_frames(ray_local, worker, prompt_sets, tmp_path):
+    """ServiceConfig.rollout_parquet: the driver's per-step file, read back by us and by Ray Data."""
+    import ray.data
+
+    from cluster.train import save_rollouts
+
+    rng = np.random.default_rng(0)
+    scored = worker.rollout(prompt_sets[:1], NOISE, SELECTION)
+    for r in scored:  # as the driver's scoring leaves them: rewards and per-family scores, NaN where masked
+        r.scene_rewards = rng.random(N_SCENES).astype(np.float32)
+        r.scores = {"identity": np.array([0.5, np.nan, 0.25], np.float32), "alignment": rng.random(N_SCENES).astype(np.float32)}
+    path = save_rollouts(scored, tmp_path, step=3)
+    assert path == tmp_path / "rollouts" / "step-000003.parquet"
+    assert all(r.frames is not None for r in scored)  # the driver's rollouts keep their frames
+    back = read_parquet(path)
+    assert all(b.frames is None for b in back)
+    assert_same([replace(r, frames=None) for r in scored], back)
+    for a, b in zip(scored, back, strict=True):
+        assert a.scores.keys() == b.scores.keys() and all(np.array_equal(a.scores[k], b.scores[k], equal_nan=True) for k in a.scores)
+    rows = ray.data.read_parquet(str(tmp_path / "rollouts")).take_all()
+    assert [(row["group_id"], row["rollout_index"], row["selection_seed"]) for row in rows] == [
+        (r.group_id, r.rollout_index, r.selection_seed) for r in scored
+    ]
+    assert all(row["frames"] is None and len(row["transitions"]) == N_SCENES - 1 for row in rows)
 
 
 def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weights, state_dicts, prompt_sets):

@@ -7,18 +7,21 @@ Writes FILE.json (schema in the README), FILE.md (table) and FILE.png (plot).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from .. import cli
 from ..config import WorldConfig
 from ..context import STRATEGIES, make_strategy
 from ..prompts import PromptSet, load_prompts
 from ..protocol import BACKENDS, load_backend
+from ..validate import positive_int
 from ..world.eps import ground_truth, prompt_set_of
 from ..world.story import SPLITS, Story, sample_story
 from .parallel import Job, make, run_all
@@ -26,45 +29,64 @@ from .report import markdown, plot
 from .run import BUDGETED, HEURISTICS, gap_closed, paired, with_budget
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class BenchArgs:
+    """The benchmark's arguments (``python -m inflvg.bench --help``)."""
 
+    split: Annotated[str, cli.choice(SPLITS)] = "heldout"
+    """Which StoryWorld split to sample prompt sets from."""
+    prompts: str | None = None
+    """A prompt file (EPS .jsonl, free text) to use instead of sampled prompt sets: its first --videos rows."""
+    seed: int = 0
+    """StoryWorld prompt set i is story seed + i; the generator's noise and the timing prompt sets derive from it too."""
+    out: str = "results/bench.json"
+    """Where the results go: FILE.json, and FILE.md (table) and FILE.png (plot) beside it."""
+    videos: int = 64
+    """Prompt sets for the quality phase."""
+    strategies: Annotated[tuple[str, ...], cli.comma(str, "full,window,oracle")] | None = None
+    """Comma-separated strategy names; None: every strategy the prompts allow ('oracle' needs
+    StoryWorld's ground truth, which free text has not)."""
+    budget_k: int | None = None
+    """Long-term tokens kept; None: the weights' own."""
+    lengths: Annotated[tuple[int, ...], cli.comma(int, "1,2,4")] = (1, 2, 4, 8, 16)
+    """Video lengths for timing, as multiples of the training horizon (comma-separated)."""
+    timing_videos: int = 1
+    """Videos of the longest length timed per strategy (each shorter length is their prefix)."""
+    generator: Annotated[str, cli.choice(BACKENDS)] = "storyworld"
+    """The generator by name."""
+    weights: str | None = None
+    """Generator weights; None: the backend's shipped ones."""
+    policy: str | None = None
+    """A trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)."""
+    workers: int = 2
+    """Processes measuring strategies side by side."""
+    threads: int = 1
+    """torch threads per worker."""
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m inflvg.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--split", choices=SPLITS, default="heldout", help="which StoryWorld split to sample prompt sets from")
-    ap.add_argument("--prompts", help="a prompt file (EPS .jsonl, free text) to use instead of sampled prompt sets: its first --videos rows")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="results/bench.json")
-    ap.add_argument("--videos", type=positive_int, default=64, help="prompt sets for the quality phase")
-    ap.add_argument("--strategies", help="comma-separated names (default: every strategy the prompts allow; "
-                                          "'oracle' needs StoryWorld's ground truth, which free text has not)")  # fmt: skip
-    ap.add_argument("--budget-k", type=positive_int, help="long-term tokens kept (default: the weights' own)")
-    ap.add_argument("--lengths", default="1,2,4,8,16", help="video lengths for timing, as multiples of the training horizon")
-    ap.add_argument("--timing-videos", type=positive_int, default=1)
-    ap.add_argument("--generator", default="storyworld", choices=list(BACKENDS), help="the generator by name")
-    ap.add_argument("--weights", help="generator weights (default: the backend's shipped ones)")
-    ap.add_argument("--policy", help="a trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)")
-    ap.add_argument("--workers", type=positive_int, default=2, help="processes measuring strategies side by side")
-    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads per worker")
-    args = ap.parse_args(argv)
-    args.strategy_list = [s for s in args.strategies.split(",") if s] if args.strategies else None
-    try:
-        for name in args.strategy_list or []:
+    def __post_init__(self) -> None:
+        for name in ("videos", "timing_videos", "workers", "threads"):
+            positive_int(self, name)
+        if self.budget_k is not None:
+            positive_int(self, "budget_k", "or None for the weights' own budget")
+        if not self.lengths or min(self.lengths) < 1:
+            raise ValueError(f"BenchArgs.lengths must be positive integers, got {self.lengths!r}; e.g. --lengths 1,2,4")
+        for name in self.strategies or ():
             make_strategy(name)
-        args.length_list = sorted({positive_int(x) for x in args.lengths.split(",")})
-    except (ValueError, argparse.ArgumentTypeError) as e:
-        ap.error(str(e))
-    return args
+
+    @property
+    def strategy_list(self) -> list[str] | None:
+        return list(self.strategies) if self.strategies else None
+
+    @property
+    def length_list(self) -> list[int]:
+        return sorted(set(self.lengths))
 
 
-def bench_prompt_sets(args: argparse.Namespace, gen) -> tuple[list[PromptSet], list[Story | None]]:
+def parse_args(argv: list[str] | None) -> BenchArgs:
+    return cli.parse(BenchArgs, argv, prog="python -m inflvg.bench", description=__doc__)
+
+
+def bench_prompt_sets(args: BenchArgs, gen) -> tuple[list[PromptSet], list[Story | None]]:
     """The quality phase's prompt sets and, beside them, their StoryWorld ground truth (None for free text)."""
     if args.prompts:
         prompt_sets = load_prompts(args.prompts)[: args.videos]

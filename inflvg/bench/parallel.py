@@ -13,10 +13,11 @@ import multiprocessing as mp
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 from ..context import make_strategy
 from ..prompts import PromptSet
@@ -63,7 +64,7 @@ def run_task(phase: str, name: str, job: Job):
 
 
 def _worker_init() -> None:
-    Progress.inline = False
+    Progress.enabled = False
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
@@ -84,5 +85,7 @@ def run_all(names: list[str], job: Job, workers: int) -> dict[str, tuple[dict, d
         tasks.sort(key=lambda task: COST_ORDER.index(task) if task in COST_ORDER else len(COST_ORDER) + (task[0] == "timing"))
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
             futures = {task: pool.submit(run_task, *task, job) for task in tasks}
+            for _ in tqdm(as_completed(futures.values()), total=len(futures), desc=f"strategy tasks on {workers} workers", unit="task"):
+                pass
             done = {task: future.result() for task, future in futures.items()}
     return {name: (done["quality", name], summarize(done["quality", name]) | {"timing": done["timing", name]}) for name in names}

@@ -89,11 +89,23 @@ def per_video_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
     return {m: np.array([getattr(s, m) for s in scores], float) for m in METRICS}
 
 
+def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95% bootstrap percentile interval of ``statistic(*samples, axis=-1)`` (``scipy.stats.bootstrap``),
+    the samples resampled together (paired: one index draw for all). [nan, nan] without samples;
+    one sample gives the degenerate interval [value, value]."""
+    n = len(samples[0])
+    if n < 2:
+        value = float(statistic(*samples, axis=-1)) if n else float("nan")
+        return [value, value]
+    from scipy.stats import bootstrap
+
+    res = bootstrap(samples, statistic, n_resamples=n_boot, paired=True, vectorized=True, axis=-1, method="percentile",
+                    rng=np.random.default_rng(seed))  # fmt: skip
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
 def mean_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean and 95% bootstrap percentile interval over the non-nan values."""
     v = values[~np.isnan(values)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boots = rng.choice(v, (n_boot, len(v)), replace=True).mean(1)
-    return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    lo, hi = bootstrap_ci((v,), np.mean, n_boot, seed)
+    return float(v.mean()) if len(v) else float("nan"), lo, hi

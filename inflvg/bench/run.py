@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
+from tqdm import tqdm
 
 from ..config import ContextConfig, WorldConfig
 from ..context.base import ContextStrategy
@@ -17,7 +17,7 @@ from ..prompts import PromptSet
 from ..protocol import Generator
 from ..world.eps import sample_prompt_set
 from ..world.story import Story
-from .quality import METRICS, mean_ci, per_video_table, score_video
+from .quality import METRICS, bootstrap_ci, mean_ci, per_video_table, score_video
 
 
 @dataclass(frozen=True)
@@ -38,21 +38,21 @@ class BenchSetup:
 
 
 class Progress:
-    """One status line on stderr: rewritten in place on a terminal, a line per quarter otherwise
-    (always the latter where several processes share the terminal: ``Progress.inline = False``)."""
+    """``generate``'s ``progress(done, total)`` callback as a tqdm bar of frames on stderr, closed
+    at the last frame. Off where several processes share the terminal (``Progress.enabled = False``
+    in the benchmark's worker processes: their parent shows the tasks done instead)."""
 
-    inline = True
+    enabled = True
 
     def __init__(self, label: str):
-        self.label, self.start, self.tty = label, time.time(), self.inline and sys.stderr.isatty()
+        self.label, self.bar = label, None
 
     def __call__(self, done: int, total: int) -> None:
-        line = f"  {self.label}: {done}/{total} frames  {time.time() - self.start:5.0f}s"
-        if self.tty:
-            sys.stderr.write("\r" + line + ("\n" if done == total else ""))
-        elif done == total or done % max(1, total // 4) == 0:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.label, unit="frame", file=sys.stderr, disable=not self.enabled)
+        self.bar.update(done - self.bar.n)
+        if done == total:
+            self.bar.close()
 
 
 def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[PromptSet], truths: list[Story | None]) -> dict[str, np.ndarray]:
@@ -111,10 +111,12 @@ def gap_closed(tables: dict[str, dict[str, np.ndarray]], metric: str = "combined
     l, h, o = l[keep], h[keep], o[keep]
     if o.mean() <= h.mean():  # oracle-K no better than the heuristic: there is no gap to close
         return {"best_heuristic": best, "metric": metric, "fraction": float("nan"), "ci95": [float("nan"), float("nan")]}
-    idx = np.random.default_rng(seed).integers(0, len(l), (n_boot, len(l)))
-    boots = (l[idx].mean(1) - h[idx].mean(1)) / (o[idx].mean(1) - h[idx].mean(1))
-    value = (l.mean() - h.mean()) / (o.mean() - h.mean())
-    return {"best_heuristic": best, "metric": metric, "fraction": float(value), "ci95": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]}
+
+    def fraction(learned, heuristic, oracle, axis=-1):
+        return (learned.mean(axis) - heuristic.mean(axis)) / (oracle.mean(axis) - heuristic.mean(axis))
+
+    ci = bootstrap_ci((l, h, o), fraction, n_boot, seed)
+    return {"best_heuristic": best, "metric": metric, "fraction": float(fraction(l, h, o)), "ci95": ci}
 
 
 def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int], n_videos: int = 1) -> dict:

@@ -16,18 +16,21 @@ when the pool is in host memory; for ``full`` the whole history it attends to) a
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from .. import cli
 from ..context import make_strategy
 from ..protocol import BACKENDS, load_backend
+from ..validate import positive_int
 from .run import BenchSetup, run_timing
 
 STRATEGIES = ("full", "window", "sink_window", "far", "random", "prompt_match")
@@ -77,23 +80,43 @@ def markdown(result: dict) -> str:
     return "\n".join(rows) + f"\n\nPeak memory: {result['peak_memory_bytes']:,} bytes.\n"
 
 
+@dataclass(frozen=True)
+class ScaleArgs:
+    """The scale benchmark's arguments (``python -m inflvg.bench.scale --help``)."""
+
+    generator: Annotated[str, cli.choice(BACKENDS)] = "wan-tiny"
+    """The generator by name."""
+    weights: str | None = None
+    """The generator's weights; None: the shipped ones (random for the Wan presets)."""
+    lengths: Annotated[tuple[int, ...], cli.comma(int, "1,16")] = (1, 16)
+    """Video lengths as multiples of the generator's horizon (comma-separated)."""
+    strategies: Annotated[tuple[str, ...], cli.comma(str, "full,window")] = STRATEGIES
+    """Strategies to time (comma-separated)."""
+    device: str = "cpu"
+    """torch device of the generator and the strategies (cpu, cuda, cuda:1, ...)."""
+    seed: int = 0
+    """Seed of the first run's noise and prompt sets; repeat r uses seed + r."""
+    repeats: int = 3
+    """Runs per strategy, each with its own noise."""
+    threads: int = 1
+    """torch threads."""
+    out: str = "results/scale.json"
+    """Where the results go: FILE.json and FILE.md (table) beside it."""
+
+    def __post_init__(self) -> None:
+        positive_int(self, "repeats")
+        positive_int(self, "threads")
+        if not self.lengths or min(self.lengths) < 1:
+            raise ValueError(f"ScaleArgs.lengths must be positive integers, got {self.lengths!r}; e.g. --lengths 1,16")
+        for name in self.strategies:
+            make_strategy(name)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m inflvg.bench.scale", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--generator", default="wan-tiny", choices=list(BACKENDS))
-    ap.add_argument("--weights", help="the generator's weights (default: shipped, or random for the Wan presets)")
-    ap.add_argument("--lengths", default="1,16", help="video lengths as multiples of the generator's horizon")
-    ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=3, help="runs per strategy, each with its own noise")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--out", default="results/scale.json")
-    args = ap.parse_args(argv)
+    args = cli.parse(ScaleArgs, argv, prog="python -m inflvg.bench.scale", description=__doc__)
+    lengths = sorted(set(args.lengths))
+    names = [make_strategy(n).name for n in args.strategies]
     try:
-        lengths = sorted({int(x) for x in args.lengths.split(",")})
-        if lengths[0] < 1:
-            raise ValueError(f"--lengths must be positive integers, got {args.lengths!r}")
-        names = [make_strategy(n).name for n in args.strategies.split(",") if n]
         gen = load_backend(args.generator, args.weights, args.device)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

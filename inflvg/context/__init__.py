@@ -3,4 +3,4 @@
 from .base import ContextStrategy, SelectionState
 from .baselines import STRATEGIES, make_strategy
 
-__all__ = ["ContextStrategy", "SelectionState", "STRATEGIES", "make_strategy"]
+__all__ = ["STRATEGIES", "ContextStrategy", "SelectionState", "make_strategy"]

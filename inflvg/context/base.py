@@ -24,7 +24,7 @@ class SelectionState:
     prompt_sets: list  # list[PromptSet], one per video in the batch
     frames_per_scene: int
     budget_k: int
-    pool: "Pool"  # the candidates: features (B, N, d) and geometry (frame, scene, row, col)
+    pool: Pool  # the candidates: features (B, N, d) and geometry (frame, scene, row, col)
     frames: np.ndarray  # (B, t, H, W, 3) uint8, every frame generated so far
     rng: np.random.Generator
 
@@ -52,7 +52,7 @@ class ContextStrategy:
     budgeted: bool = True
     needs_ground_truth: bool = False
 
-    def check(self, prompt_sets: list["PromptSet"]) -> None:
+    def check(self, prompt_sets: list[PromptSet]) -> None:
         """Raise ValueError, naming the prompt set, if this strategy cannot run on them."""
 
     def select(self, state: SelectionState) -> np.ndarray:

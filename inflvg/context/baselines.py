@@ -9,6 +9,7 @@ import numpy as np
 from ..subjects import subject_keys, subject_scenes
 from ..world.eps import ground_truth
 from ..world.render import background
+from ..world.story import Story
 from .base import ContextStrategy, SelectionState, pad_selection
 
 ORACLE_MIN_PIXELS = 8  # a long-term token shows the subject when this many of its pixels differ from the background
@@ -89,9 +90,16 @@ class OracleK(ContextStrategy):
 
     def check(self, prompt_sets: list) -> None:
         for ps in prompt_sets:
-            if ground_truth(ps) is None:
-                raise ValueError(f"strategy 'oracle' reads StoryWorld's ground truth, and prompt set {ps.id!r} has none "
-                                 f"(its prompts are free text, not StoryWorld's grammar); choose another strategy")  # fmt: skip
+            self._story(ps)
+
+    @staticmethod
+    def _story(ps) -> Story:
+        """The prompt set's StoryWorld story; ValueError naming the prompt set when it has none."""
+        story = ground_truth(ps)
+        if story is None:
+            raise ValueError(f"strategy 'oracle' reads StoryWorld's ground truth, and prompt set {ps.id!r} has none "
+                             f"(its prompts are free text, not StoryWorld's grammar); choose another strategy")  # fmt: skip
+        return story
 
     def select(self, state: SelectionState) -> np.ndarray:
         self.check(state.prompt_sets)
@@ -102,7 +110,7 @@ class OracleK(ContextStrategy):
         """Pool indices of tokens showing the scene's subject, in the order above, at most K.
 
         Frames are examined in that order, a few at a time, so the cost barely grows with the video."""
-        story, fps, pool = ground_truth(state.prompt_sets[b]), state.frames_per_scene, state.pool
+        story, fps, pool = self._story(state.prompt_sets[b]), state.frames_per_scene, state.pool
         (rows, cols), (height, width) = pool.grid, state.frames.shape[2:4]
         subject = story.scenes[state.scene].character
         n_tok = rows * cols
@@ -116,7 +124,7 @@ class OracleK(ContextStrategy):
             diff = np.abs(state.frames[b, frames].astype(np.int16) - bgs.astype(np.int16)).sum(-1) > ORACLE_PIXEL_DIFF
             cells = diff.reshape(len(frames), rows, height // rows, cols, width // cols).sum((2, 4))
             shows = cells.reshape(len(frames), -1) >= ORACLE_MIN_PIXELS  # row-major, as the pool lists a frame's tokens
-            for f, row in zip(frames, shows):
+            for f, row in zip(frames, shows, strict=True):
                 base = int(np.searchsorted(pool.frame, f))
                 picks += [base + int(j) for j in np.flatnonzero(row)]
             if len(picks) >= state.budget_k:

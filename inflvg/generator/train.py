@@ -1,6 +1,7 @@
 """Train the tiny generator on StoryWorld's training split (teacher forcing, random contexts).
 
     python -m inflvg.generator.train --minutes 20 --out inflvg/weights/generator.pt
+    python -m inflvg.generator.train --preset recall --seed 0     # a stage of the shipped weights' recipe (make generator)
 
 Each step renders fresh training stories, encodes every frame once (full-resolution and
 compressed), then denoises a few target frames per video, each against its own randomly
@@ -10,21 +11,21 @@ same weights on the same machine.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from .. import cli
 from ..config import ContextConfig, GeneratorConfig, WorldConfig
 from ..world.story import render_story, sample_story
 from .contexts import Mixture, choose_targets, target_context
 from .model import Context, Generator
 from .tokens import to_unit
 from .weights import load_generator, save_generator
-
 
 SUBJECT_WEIGHT = 4.0  # extra loss weight on the subject's pixels (about 10% of a frame, all of its identity)
 
@@ -222,42 +223,74 @@ def _meta(step: int, start: float, loss: float, tc: TrainConfig) -> dict:
     return {"steps": step, "seconds": round(time.time() - start), "final_loss": loss, "train_config": asdict(tc)}
 
 
-def shares(text: str) -> tuple[float, ...]:
-    """'0.4,0.2,0.4' -> (0.4, 0.2, 0.4); the Mixture checks the count and the sum."""
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+@dataclass(frozen=True)
+class TrainArgs:
+    """What ``python -m inflvg.generator.train`` runs: a TrainConfig's knobs, where to start and where to save."""
+
+    minutes: float = TrainConfig.minutes
+    """Wall-clock budget; training stops at the first step past it (or at --max-steps)."""
+    max_steps: int = TrainConfig.max_steps
+    """Training stops at this step, counted from the start of the first stage (--init's steps included)."""
+    seed: int = 0
+    """Base seed; the run is seeded with seed + seed_offset."""
+    seed_offset: int = 0
+    """Added to --seed: the recipe's later stages draw other stories than the earlier ones (recall +1, recall2 +2, recall3 +3)."""
+    threads: int = TrainConfig.threads
+    """torch intra-op threads."""
+    decay_steps: int = 0
+    """Cosine learning-rate decay over this many steps of the run (0: constant after warm-up)."""
+    lr: float = TrainConfig.lr
+    """Peak AdamW learning rate."""
+    warmup_steps: int = TrainConfig.warmup_steps
+    """Steps of linear learning-rate warm-up at the start of the run."""
+    text_steps: int = TrainConfig.text_steps
+    """First steps: drawing from the description alone (no context)."""
+    target_shares: Annotated[tuple[float, ...], cli.comma(float, "0.5,0.2,0.3")] = Mixture.targets
+    """Shares of targets: return openings, first-appearance openings, any frame (comma-separated, summing to 1)."""
+    long_shares: Annotated[tuple[float, ...], cli.comma(float, "0.65,0.15,0.1,0.1")] = Mixture.long
+    """Shares of long-term selections: subject, random, newest, none (comma-separated, summing to 1)."""
+    context_noise: float = TrainConfig.context_noise
+    """Max std of the Gaussian noise on context frames (in the [-1, 1] pixel range)."""
+    out: str = "inflvg/weights/generator.pt"
+    """Where the weights are saved (every TrainConfig.save_every steps and at the end)."""
+    init: str | None = None
+    """Continue from these weights instead of starting from scratch (a fresh optimizer, warmed up again)."""
+
+    def __post_init__(self) -> None:
+        Mixture(self.target_shares, self.long_shares)  # pyright: ignore[reportArgumentType]  # its own checks: counts and sums
+
+    def train_config(self) -> TrainConfig:
+        mixture = Mixture(self.target_shares, self.long_shares)  # pyright: ignore[reportArgumentType]
+        return TrainConfig(
+            minutes=self.minutes, max_steps=self.max_steps, seed=self.seed + self.seed_offset, threads=self.threads, lr=self.lr,
+            warmup_steps=self.warmup_steps, decay_steps=self.decay_steps, context_noise=self.context_noise, text_steps=self.text_steps,
+            mixture=mixture,
+        )  # fmt: skip
+
+
+# The recipe of the shipped weights (`make generator`): five stages on one thread, each continuing
+# the previous one's weights, about 90 minutes in all (docs/guide.md, The generator).
+_STAGE = TrainArgs(threads=1, minutes=120.0)
+_RECALL = replace(_STAGE, warmup_steps=30, decay_steps=400, target_shares=(0.7, 0.15, 0.15), long_shares=(0.85, 0.05, 0.05, 0.05))
+RECIPE: dict[str, TrainArgs] = {
+    "text": replace(_STAGE, lr=1.5e-3, text_steps=800, max_steps=800, decay_steps=3000, out="runs/generator/text.pt"),
+    "scenes": replace(_STAGE, lr=1.5e-3, max_steps=2400, decay_steps=2200, target_shares=(0.5, 0.2, 0.3), long_shares=(0.65, 0.15, 0.1, 0.1),
+                      init="runs/generator/text.pt", out="runs/generator/scenes.pt"),
+    "recall": replace(_RECALL, seed_offset=1, lr=1e-3, max_steps=2800, init="runs/generator/scenes.pt", out="runs/generator/recall.pt"),
+    "recall2": replace(_RECALL, seed_offset=2, lr=5e-4, max_steps=3200, init="runs/generator/recall.pt", out="runs/generator/recall2.pt"),
+    "recall3": replace(_RECALL, seed_offset=3, lr=5e-4, max_steps=3600, init="runs/generator/recall2.pt", out="inflvg/weights/generator.pt"),
+}  # fmt: skip
+"""The stages of the recipe, in order, by name: ``--preset text`` ... ``--preset recall3``."""
+
+PRESET_HELP = ("A stage of the recipe of the shipped weights, run in this order: text (drawing from the prompt alone), "
+               "scenes, recall, recall2, recall3 (each continues the previous stage's weights); the other flags override it. "
+               "Without it: TrainConfig's defaults.")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=TrainConfig.minutes)
-    ap.add_argument("--max-steps", type=int, default=TrainConfig.max_steps)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=TrainConfig.threads)
-    ap.add_argument("--decay-steps", type=int, default=0, help="cosine learning-rate decay over this many steps (0: constant)")
-    ap.add_argument("--lr", type=float, default=TrainConfig.lr)
-    ap.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps)
-    ap.add_argument("--text-steps", type=int, default=TrainConfig.text_steps, help="first steps: drawing from the description alone")
-    ap.add_argument("--target-shares", type=shares, default=Mixture.targets,
-                    help="shares of targets: return openings, first-appearance openings, any frame (e.g. 0.5,0.2,0.3)")
-    ap.add_argument("--long-shares", type=shares, default=Mixture.long,
-                    help="shares of long-term selections: subject, random, newest, none (e.g. 0.65,0.15,0.1,0.1)")
-    ap.add_argument("--context-noise", type=float, default=TrainConfig.context_noise, help="max std of the noise on context frames")
-    ap.add_argument("--out", default="inflvg/weights/generator.pt")
-    ap.add_argument("--init", help="continue from these weights instead of starting from scratch")
-    args = ap.parse_args(argv)
-    try:
-        mixture = Mixture(args.target_shares, args.long_shares)
-    except ValueError as e:
-        ap.error(str(e))
-    tc = TrainConfig(
-        minutes=args.minutes, max_steps=args.max_steps, seed=args.seed, threads=args.threads, lr=args.lr, warmup_steps=args.warmup_steps,
-        decay_steps=args.decay_steps, context_noise=args.context_noise, text_steps=args.text_steps,
-        mixture=mixture,
-    )
-    meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), tc, args.out, init=args.init)
+    stages = {name: (lambda a=a: a) for name, a in RECIPE.items()}
+    args = cli.parse(TrainArgs, argv, prog="python -m inflvg.generator.train", description=__doc__, presets=stages, preset_help=PRESET_HELP)
+    meta = train(WorldConfig(), ContextConfig(), GeneratorConfig(), args.train_config(), args.out, init=args.init)
     print(f"saved {args.out}: {meta['steps']} steps in {meta['seconds']} s, loss {meta['final_loss']:.4f}")
 
 

@@ -107,7 +107,7 @@ class WanGenerator:
 
 def random_parts(cfg: WanConfig, seed: int = 0):
     """(model, text, vae) with random weights (seeded): wan-tiny's, or the full dimensions untrained."""
-    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -11,12 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from ..config import ContextConfig
-
-
-def _positive(obj: object, name: str) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{type(obj).__name__}.{name} must be a positive integer, got {value!r}")
+from ..validate import positive_int
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ class WanConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.type == "int":
-                _positive(self, f.name)
+                positive_int(self, f.name)
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"WanConfig.dim ({self.dim}) must be num_heads ({self.num_heads}) x an even head width (RoPE pairs)")
         if any(s % 2 for s in self.latent_shape):
@@ -98,8 +93,8 @@ PRESETS = {
         name="wan-tiny", dim=48, ffn_dim=96, num_heads=2, num_layers=3, text_dim=32, freq_dim=32, latent_shape=(8, 12),
         feature_layer=1, max_prompt_tokens=32, vae_base_dim=8,
         context=ContextConfig(budget_k=24, window_frames=3, sink_frames=3),
-    ),  # fmt: skip
-}
+    ),
+}  # fmt: skip
 
 
 def preset(name: str, **changes) -> WanConfig:

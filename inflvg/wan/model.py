@@ -37,7 +37,7 @@ class Context:
 
 def build_transformer(cfg: WanConfig):
     """diffusers' WanTransformer3DModel with the dimensions of ``cfg`` (random weights)."""
-    from diffusers import WanTransformer3DModel
+    from diffusers.models.transformers.transformer_wan import WanTransformer3DModel
 
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=cfg.num_heads, attention_head_dim=cfg.dim // cfg.num_heads,
@@ -88,7 +88,9 @@ class CausalWan(nn.Module):
 
     def rope(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pos (..., N, 3) -> cos, sin (..., N, 1, head_dim) in fp32, from diffusers' tables."""
-        tabs = [t.float() for t in (self.net.rope.freqs_cos, self.net.rope.freqs_sin)]
+        cos, sin = self.net.rope.freqs_cos, self.net.rope.freqs_sin
+        assert isinstance(cos, torch.Tensor) and isinstance(sin, torch.Tensor)  # buffers of diffusers' WanRotaryPosEmbed
+        tabs = [t.float() for t in (cos, sin)]
         out = []
         for tab in tabs:
             parts = tab.split(self.split, dim=1)
@@ -142,7 +144,7 @@ class CausalWan(nn.Module):
                       ctx: Context | None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """A block of latents x (B, F, C, h, w) at frames first_frame.. and timestep t (B,), attending to
         ``ctx`` and to itself -> (flow prediction (B, F, C, h, w), its keys/values (L, 2, B, n, dim))."""
-        b, f = x.shape[:2]
+        f = x.shape[1]
         pos = self.positions(torch.arange(first_frame, first_frame + f, device=x.device))[None]  # (1, n, 3)
         rope_self = self.rope(pos)
         rope_ctx = self.rope(ctx.pos) if ctx is not None else None

@@ -37,7 +37,7 @@ def tiny_tokenizer(max_len: int):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    words = sorted(set(TINY_WORDS) | set(prompt_words()) - {","}) + [",", "."]
+    words = [*sorted(set(TINY_WORDS) | set(prompt_words()) - {","}), ",", "."]
     vocab = {w: i for i, w in enumerate(list(SPECIALS) + words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()
@@ -92,8 +92,8 @@ class WanText:
     def word_ids(self, prompts: list[str]) -> torch.Tensor:
         enc = self.tok(list(prompts), padding="max_length", truncation=True, max_length=self.max_len, return_offsets_mapping=True)
         out = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
-        for b, (ids, offsets, text) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], prompts)):
-            for i, (tid, (lo, hi)) in enumerate(zip(ids, offsets)):
+        for b, (ids, offsets, text) in enumerate(zip(enc["input_ids"], enc["offset_mapping"], prompts, strict=True)):
+            for i, (tid, (lo, hi)) in enumerate(zip(ids, offsets, strict=True)):
                 piece = text[lo:hi].lower()
                 if hi > lo and re.search(r"[^\W_]", piece):  # a word, not padding, a special token or punctuation
                     out[b, i] = tid if tid != self.unk else self.vocab_size + zlib.crc32(piece.encode()) % 2**30

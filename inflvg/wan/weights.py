@@ -97,7 +97,7 @@ def find_checkpoint(folder: Path) -> Path:
 
 
 def load_vae(folder: str | Path):
-    from diffusers import AutoencoderKLWan
+    from diffusers.models.autoencoders.autoencoder_kl_wan import AutoencoderKLWan
 
     folder = Path(folder) / "vae"
     if not folder.is_dir():

@@ -71,8 +71,8 @@ def parse_row(row: dict, seed: int, where: str) -> Story:
         scenes.append((letter, bg, _ACTION_BY_PHRASE[m["action"]], first))
     letters = list(cast)
     return Story(
-        cast=tuple(cast[l] for l in letters),
-        scenes=tuple(Scene(letters.index(l), bg, act, first) for l, bg, act, first in scenes),
+        cast=tuple(cast[who] for who in letters),
+        scenes=tuple(Scene(letters.index(who), bg, act, first) for who, bg, act, first in scenes),
         seed=seed,
         letters=tuple(letters),
     )

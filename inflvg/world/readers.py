@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .readers_fit import band_residual, box_count, dilate, fit_sprite, gaussian_blur, horizon_row, largest_component
 from .render import Identity
 from .vocab import BACKGROUND_NAMES, BACKGROUNDS, COLOUR_NAMES, COLOURS, PATTERNS, SHAPES, SIZE_NAMES, SIZES
+
+T = TypeVar("T")
 
 PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES], np.float32)  # (6, 3)
 BAND_TEMPLATES = np.array([BACKGROUNDS[b][:2] for b in BACKGROUND_NAMES], np.float32)  # (8, 2, 3)
@@ -136,7 +139,7 @@ def _reference(frame: np.ndarray, background_index: int) -> tuple[np.ndarray, np
     return bands, np.clip(PALETTE + shift, 0, 255).astype(np.float32)
 
 
-def _vote(values: list) -> object:
+def _vote(values: list[T]) -> T:
     """Most common value; ties go to the value seen first."""
     return Counter(values).most_common(1)[0][0]
 
@@ -156,7 +159,7 @@ def attribute_agreement(a: SubjectReading | Identity | None, b: SubjectReading |
     """Fraction of (shape, colour1, colour2, pattern, size) that agree; 0 if either is None."""
     if a is None or b is None:
         return 0.0
-    return sum(x == y for x, y in zip(a.attributes(), b.attributes())) / 5.0
+    return sum(x == y for x, y in zip(a.attributes(), b.attributes(), strict=True)) / 5.0
 
 
 def which_character(reading: SubjectReading | None, cast: tuple[Identity, ...]) -> int | None:

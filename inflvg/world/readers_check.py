@@ -10,14 +10,16 @@ table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import cli
 from ..config import WorldConfig
+from ..validate import positive_int
 from .readers import CORRUPTIONS, artifact_score, corrupt, read_background, read_scene, read_subject, which_character
 from .story import Story, Video, render_story, sample_story
 
@@ -126,16 +128,28 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class CheckArgs:
+    """The readers check's arguments (``python -m inflvg.world.readers_check --help``)."""
+
+    videos: int = 20
+    """Held-out videos to render and read."""
+    seed: int = 0
+    """Story seeds are seed, seed + 1, ..."""
+    out: Path | None = None
+    """Write the results here as JSON; None: print only."""
+    artifact_stride: int = 2
+    """Score artefacts on every n-th frame."""
+    strict: bool = False
+    """Exit 1 when an accuracy target is missed."""
+
+    def __post_init__(self) -> None:
+        positive_int(self, "videos")
+        positive_int(self, "artifact_stride")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--videos", type=int, default=20, help="held-out videos to render and read")
-    parser.add_argument("--seed", type=int, default=0, help="story seeds are seed, seed + 1, ...")
-    parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON")
-    parser.add_argument("--artifact-stride", type=int, default=2, help="score artefacts on every n-th frame")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when an accuracy target is missed")
-    args = parser.parse_args(argv)
-    if args.videos < 1 or args.artifact_stride < 1:
-        parser.error("--videos and --artifact-stride must be >= 1")
+    args = cli.parse(CheckArgs, argv, prog="python -m inflvg.world.readers_check", description=__doc__)
     start = time.time()
     result = run(args.videos, args.seed, args.artifact_stride)
     result["seconds"] = round(time.time() - start, 1)

@@ -8,7 +8,7 @@ bounding box and palette colour pairs at once, with correlations and closed-form
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .vocab import PATTERNS, SHAPES, SIZE_NAMES, SIZES
 
 def horizon_row(h: int) -> int:
     """First ground row of an h-row frame."""
-    return int(round(h * HORIZON_FRACTION))
+    return round(h * HORIZON_FRACTION)
 
 
 def gaussian_blur(frame: np.ndarray, sigma: float) -> np.ndarray:
@@ -30,7 +30,7 @@ def gaussian_blur(frame: np.ndarray, sigma: float) -> np.ndarray:
     for axis in (0, 1):
         p = np.pad(x, [(r, r) if a == axis else (0, 0) for a in range(x.ndim)], mode="edge")
         n = x.shape[axis]
-        x = sum(k[i] * np.take(p, np.arange(i, i + n), axis=axis) for i in range(2 * r + 1))
+        x = sum((k[i] * np.take(p, np.arange(i, i + n), axis=axis) for i in range(2 * r + 1)), start=np.zeros_like(x))
     return x
 
 
@@ -38,7 +38,7 @@ def box_count(mask: np.ndarray) -> np.ndarray:
     """(H, W) bool -> (H, W) int count of True pixels in each 3x3 neighbourhood."""
     h, w = mask.shape
     p = np.pad(mask.astype(np.int32), 1)
-    return sum(p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+    return sum((p[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)), start=np.zeros((h, w), np.int32))
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -81,7 +81,7 @@ BLUR_SIGMAS = (0.0, 0.8, 1.4)  # the fit tries each: sharp renders and generator
 _MARGIN = 2  # template border that blur spreads into
 
 
-@lru_cache(maxsize=None)
+@cache
 def _templates(side: int) -> tuple[np.ndarray, np.ndarray]:
     """Sprite regions for each (blur, shape, pattern), T = len(BLUR_SIGMAS) * 20 of them.
 
@@ -119,12 +119,12 @@ def band_residual(frame: np.ndarray, bands: np.ndarray) -> np.ndarray:
 def _band_sums(quad: np.ndarray, tops: np.ndarray, lefts: np.ndarray, h: int, w: int) -> np.ndarray:
     """Sums of quad's products over the in-frame part of each band: (2, T, 3, Y * X)."""
     s = quad.shape[-1] - 1
-    t, l = tops[:, None], lefts[None, :]
-    c0, c1 = np.clip(-l, 0, s), np.clip(w - l, 0, s)
-    hz = np.clip(horizon_row(h) - t, 0, s)
+    top, left = tops[:, None], lefts[None, :]
+    c0, c1 = np.clip(-left, 0, s), np.clip(w - left, 0, s)
+    hz = np.clip(horizon_row(h) - top, 0, s)
     out = []
-    for r0, r1 in ((np.clip(-t, 0, s), hz), (hz, np.clip(h - t, 0, s))):
-        r0, r1, a0, a1 = np.broadcast_arrays(r0, r1, c0, c1)
+    for lo, hi in ((np.clip(-top, 0, s), hz), (hz, np.clip(h - top, 0, s))):
+        r0, r1, a0, a1 = np.broadcast_arrays(lo, hi, c0, c1)
         rect = quad[..., r1, a1] - quad[..., r0, a1] - quad[..., r1, a0] + quad[..., r0, a0]
         out.append(rect.reshape(*quad.shape[:2], -1))
     return np.stack(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -29,7 +29,7 @@ class Identity:
         return (self.shape, self.colour1, self.colour2, self.pattern, self.size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def shape_mask(shape: str, side: int) -> np.ndarray:
     """(side, side) bool silhouette of a shape."""
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) + 0.5
@@ -50,7 +50,7 @@ def shape_mask(shape: str, side: int) -> np.ndarray:
     return m
 
 
-@lru_cache(maxsize=None)
+@cache
 def pattern_mask(pattern: str, side: int, shape: str) -> np.ndarray:
     """(side, side) bool: True where the sprite shows its second colour."""
     yy, xx = np.mgrid[0:side, 0:side]
@@ -68,7 +68,7 @@ def pattern_mask(pattern: str, side: int, shape: str) -> np.ndarray:
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def sprite(identity: Identity) -> tuple[np.ndarray, np.ndarray]:
     """(rgb (s, s, 3) uint8, mask (s, s) bool) of a character."""
     side = SIZES[identity.size]
@@ -81,12 +81,12 @@ def sprite(identity: Identity) -> tuple[np.ndarray, np.ndarray]:
     return rgb, mask
 
 
-@lru_cache(maxsize=None)
+@cache
 def background(name: str, size: int, width: int | None = None) -> np.ndarray:
     """(size, width or size, 3) uint8 template of a named background."""
     sky, ground, _ = BACKGROUNDS[name]
     img = np.empty((size, width or size, 3), np.uint8)
-    horizon = int(round(size * HORIZON_FRACTION))
+    horizon = round(size * HORIZON_FRACTION)
     img[:horizon] = sky
     img[horizon:] = ground
     return img
@@ -115,7 +115,7 @@ def paste(frame: np.ndarray, identity: Identity, cy: float, cx: float) -> np.nda
     """Draw a character centred at (cy, cx) in place; returns its (H, W) bool mask."""
     rgb, mask = sprite(identity)
     side = mask.shape[0]
-    top, left = int(round(cy - side / 2)), int(round(cx - side / 2))
+    top, left = round(cy - side / 2), round(cx - side / 2)
     h, w = frame.shape[:2]
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + side, h), min(left + side, w)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import WorldConfig
 from .render import Identity, action_offsets, background, paste
-from .vocab import ACTION_NAMES, ACTIONS, BACKGROUNDS, BACKGROUND_NAMES, COLOUR_NAMES, LETTERS, PATTERNS, SHAPES, SIZE_NAMES
+from .vocab import ACTION_NAMES, ACTIONS, BACKGROUND_NAMES, BACKGROUNDS, COLOUR_NAMES, LETTERS, PATTERNS, SHAPES, SIZE_NAMES
 
 Split = str  # "train" | "heldout"
 SPLITS = ("train", "heldout")
@@ -65,7 +65,7 @@ class Story:
 
 
 def _distinct_enough(a: Identity, b: Identity) -> bool:
-    return sum(x != y for x, y in zip(a.attributes(), b.attributes())) >= 2
+    return sum(x != y for x, y in zip(a.attributes(), b.attributes(), strict=True)) >= 2
 
 
 def sample_identity(rng: np.random.Generator, split: Split) -> Identity:

@@ -50,7 +50,7 @@ LETTERS = tuple("ABCDEFGH")
 def prompt_words() -> list[str]:
     """Every word a StoryWorld prompt can contain, for the tokenizer's vocabulary."""
     words = {"a", "and", "character", ",", "the"}
-    words.update(SHAPES, COLOURS, PATTERNS, SIZES, (l.lower() for l in LETTERS))
+    words.update(SHAPES, COLOURS, PATTERNS, SIZES, (letter.lower() for letter in LETTERS))
     for _, _, prep in BACKGROUNDS.values():
         words.update(prep.split())
     words.update(BACKGROUNDS)
