@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 ROLES = {"rollout": 0.3, "reward": 0.2}  # role -> seconds into its phase when the kill lands
 
@@ -38,7 +39,8 @@ class FaultInjector:
     """``with injector.during(role, step):`` around a phase kills that role's actor mid-phase
     if a fault is planned there; ``killed`` lists (role, step) of the kills that happened."""
 
-    def __init__(self, faults: tuple[Fault, ...], handles: dict[str, object]):
+    def __init__(self, faults: tuple[Fault, ...], handles: dict[str, Any]):
+        """``handles``: role -> the Ray actor handle to kill (ray's stubs type a handle as ``ActorHandle[C] | type[C]``)."""
         self.faults, self.handles = set(faults), handles
         self.killed: list[tuple[str, int]] = []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from learner.actor import Learner
 from reward_actors.config import RewardConfig
@@ -16,7 +17,7 @@ from .config import ServiceConfig
 class Roles:
     rollouts: RolloutGroup
     rewards: dict  # family -> RewardGroup
-    learner: object  # Ray actor handle of a Learner
+    learner: Any  # Ray actor handle of a Learner (ray's stubs type a handle's methods as Never)
 
 
 def reward_groups(cfg: RewardConfig) -> dict:

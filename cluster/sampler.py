@@ -55,7 +55,7 @@ class PromptSampler:
     def restore(self, state: dict) -> None:
         """Continue from a checkpoint's position; a checkpoint of another prompt file is refused."""
         mine = file_digest(self.prompts) if self.prompts else None
-        if state.get("prompts_digest", None) != mine:
+        if state.get("prompts_digest") != mine:
             raise ValueError(f"the checkpoint was trained on other prompts (digest {state.get('prompts_digest')}) than "
                              f"{self.prompts or 'the StoryWorld split'} ({mine}); resume with the same prompts or use --resume none")  # fmt: skip
         self.position = int(state["position"])

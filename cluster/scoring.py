@@ -11,10 +11,17 @@ from reward_actors.history import video_scene_batch
 from reward_actors.types import SceneBatch
 
 
+def _frames(r: Rollout) -> np.ndarray:
+    if r.frames is None:
+        raise ValueError(f"rollout {r.rollout_index} of group {r.group_id} ({r.prompt_set_id}) carries no frames to score")
+    return r.frames
+
+
 def scene_batch(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet]) -> SceneBatch:
     """Every scene of every rollout (rollout-major), with its subject's earlier frames as history."""
-    parts = [video_scene_batch([r.frames], prompt_sets[r.prompt_set_id], len(r.frames) // len(r.prompts)) for r in rollouts]
-    return SceneBatch([f for p in parts for f in p.frames], [q for p in parts for q in p.prompts], [h for p in parts for h in p.history])
+    parts = [video_scene_batch([_frames(r)], prompt_sets[r.prompt_set_id], len(_frames(r)) // len(r.prompts)) for r in rollouts]
+    return SceneBatch([f for p in parts for f in p.frames], [q for p in parts for q in p.prompts],
+                      [h for p in parts for h in (p.history or [None] * len(p.frames))])  # fmt: skip
 
 
 def score_rollouts(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], groups: dict, weights: dict[str, float],
@@ -27,7 +34,7 @@ def score_rollouts(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], g
     group_ids = np.repeat([r.group_id for r in rollouts], counts) if normalise else None
     reward = combine(results, weights, group_ids)
     raw = combine(results, weights)  # the reward on its own scale, for logging
-    edges = np.cumsum([0] + counts)
+    edges = np.cumsum([0, *counts])
     for i, r in enumerate(rollouts):
         sl = slice(edges[i], edges[i + 1])
         r.scene_rewards = reward.total[sl].astype(np.float32)

@@ -60,12 +60,12 @@ class Tracker:
         """The policy file as an artifact (``runs:/<run>/policy/policy.pt``) and as an MLflow
         logged model (``mlflow.pytorch.load_model(uri)`` returns the SelectionPolicy; the
         ``inflvg`` package must be importable) -> the model's URI."""
-        import mlflow.pytorch
+        import mlflow.pytorch as mlflow_pytorch
 
         from inflvg.policy import load_policy
 
         self.mlflow.log_artifact(str(policy_path), artifact_path="policy")
-        info = mlflow.pytorch.log_model(
+        info = mlflow_pytorch.log_model(
             load_policy(policy_path), name="policy", pip_requirements=["torch==2.13.0"], serialization_format="pickle"
         )
         return info.model_uri

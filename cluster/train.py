@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 from inflvg import cli
 from inflvg.policy import SelectionPolicy, save_policy
@@ -51,9 +51,11 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
         rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
     timings["time_rollout"], t = time.perf_counter() - t, time.perf_counter()
     with faults.during("reward", step):
-        reward = score_rollouts(rollouts, {ps.id: ps for ps in prompt_sets}, roles.rewards, dict(cfg.rewards.weights), cfg.rewards.normalise_components)
+        reward = score_rollouts(rollouts, {ps.id: ps for ps in prompt_sets}, roles.rewards, dict(cfg.rewards.weights),
+                                cfg.rewards.normalise_components)  # fmt: skip
     timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
-    learned = ray.get(roles.learner.update.remote(rollouts))
+    # ray.get of an untyped ObjectRef matches its list overload: cast to what Learner.update returns
+    learned = cast("dict[str, float]", ray.get(roles.learner.update.remote(rollouts)))
     timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
     version, weights = ray.get(roles.learner.weights.remote())
     roles.rollouts.sync(version, ray.put(weights))
@@ -141,7 +143,7 @@ def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, ckpt_root:
     path = latest_checkpoint(ckpt_root) if resume == "auto" else Path(resume)
     if path is None:
         return 0
-    version = ray.get(roles.learner.load_checkpoint.remote(str(path)))
+    version = cast(int, ray.get(roles.learner.load_checkpoint.remote(str(path))))  # Learner.load_checkpoint's version
     state = load_driver_state(path)
     sampler.restore(state["sampler"])
     _, weights = ray.get(roles.learner.weights.remote())

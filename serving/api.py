@@ -12,7 +12,6 @@ import asyncio
 import base64
 import time
 from pathlib import Path
-from typing import Optional
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
@@ -20,13 +19,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray.serve.exceptions import BackPressureError
 
 from inflvg.context import STRATEGIES
+from inflvg.video import encode
 
 from .config import ServeConfig
 from .generator import error_event
 from .http import BodyLimit, api_key_check, error_response, field_error, ndjson, validation_error
 from .jobs import FieldError, Job, make_job
-from .schema import FORMATS, MAX_SEED, ErrorResponse, ExampleResponse, ModelsResponse, VideoResponse, example_scenes, request_model
-from inflvg.video import encode
+from .schema import FORMATS, MAX_SEED, Capability, ErrorResponse, ExampleResponse, ModelsResponse, VideoResponse, example_scenes, request_model
 
 PAGE = Path(__file__).with_name("static") / "index.html"
 NDJSON = "application/x-ndjson"
@@ -42,9 +41,10 @@ class Backend:
         self.refiner_asked, self.refiner_error = False, None
 
     async def generator_info(self) -> dict:
-        if self.info is None:
-            self.info = await self.handle.info.remote()
-        return self.info
+        info = self.info
+        if info is None:
+            info = self.info = await self.handle.info.remote()
+        return info
 
     async def refiner_problem(self) -> str | None:
         """Why scores and refinement are unavailable (no reward models bound), or None."""
@@ -66,7 +66,7 @@ class Backend:
                 event = error_event(503, "the generator queue is full (max_queued_requests); retry later")
             except StopAsyncIteration:
                 event = error_event(500, "the generator ended the stream without a result")
-            except Exception as e:  # the replica died or could not be reached
+            except Exception as e:  # noqa: BLE001 -- the replica died or could not be reached (ray raises many types): the stream must end with an error event
                 event = error_event(503, f"generator unavailable: {type(e).__name__}: {e}")
             yield event
             if event["event"] != "progress":
@@ -108,24 +108,31 @@ ERRORS = {code: {"model": ErrorResponse, "description": what} for code, what in 
 
 
 def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
-    VideoRequest = request_model(cfg)
     backend = Backend(cfg, handle)
     rows = cfg.prompt_sets() if cfg.prompts else None  # checked when the config was made
-    app = FastAPI(title="InfLVG video generation", version="1.0", description=__doc__)
+    app = FastAPI(title="InfLVG video generation", version="1.0", description=__doc__ or "")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(FieldError, field_error)
+    app.exception_handler(RequestValidationError)(validation_error)
+    app.exception_handler(FieldError)(field_error)
     auth = [Depends(api_key_check(key_hash))] if key_hash else []
+    add_info_routes(app, cfg, backend, rows, auth)
+    add_example_route(app, cfg, rows)
+    add_video_route(app, cfg, backend, auth)
+    return app
+
+
+def add_info_routes(app: FastAPI, cfg: ServeConfig, backend: Backend, rows: list | None, auth: list) -> None:
+    """GET /, /healthz and /v1/models."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> str:
         return PAGE.read_text()
 
-    @app.get("/healthz", responses={503: ERRORS[503]})
-    async def healthz() -> dict[str, str]:
+    @app.get("/healthz", response_model=dict[str, str], responses={503: ERRORS[503]})
+    async def healthz() -> dict[str, str] | JSONResponse:
         try:
             await asyncio.wait_for(backend.generator_info(), 10)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- a health check reports any failure to reach the generator as 503
             return error_response(503, f"generator not ready: {type(e).__name__}: {e}")
         return {"status": "ok"}
 
@@ -134,21 +141,24 @@ def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
         info, problem = await backend.generator_info(), await backend.refiner_problem()
         return ModelsResponse(
             generator=info["generator"], policy=info["policy"], default_strategy=cfg.default_strategy, formats=list(FORMATS),
-            strategies=[{"name": "learned", "available": cfg.has_policy, "reason": None if cfg.has_policy else "no policy loaded"}]
-            + [{"name": name, "available": True, "reason": ORACLE_NOTE if cls.needs_ground_truth else None} for name, cls in STRATEGIES.items()],
+            strategies=[Capability(name="learned", available=cfg.has_policy, reason=None if cfg.has_policy else "no policy loaded")]
+            + [Capability(name=name, available=True, reason=ORACLE_NOTE if cls.needs_ground_truth else None) for name, cls in STRATEGIES.items()],
             limits={k: getattr(cfg, k) for k in ("max_scenes", "max_frames_per_scene", "max_prompt_chars", "max_budget_k",
                                                  "max_refine_steps", "max_body_bytes", "request_timeout_s")},
-            refiner={"name": "rewards", "available": problem is None, "reason": problem},
+            refiner=Capability(name="rewards", available=problem is None, reason=problem),
             prompt_rows=None if rows is None else len(rows),
         )  # fmt: skip
 
+
+def add_example_route(app: FastAPI, cfg: ServeConfig, rows: list | None) -> None:
+    """GET /v1/example."""
     row_help = (f"A row of the server's prompt file ({len(rows)} rows, from 0); default: seed modulo the row count." if rows
                 else "A row of the server's prompt file; this server has none (start it with --prompts FILE).")  # fmt: skip
 
     @app.get("/v1/example", responses={422: ERRORS[422]})
     async def example(seed: int = Query(0, ge=0, le=MAX_SEED, description="Which example: a held-out StoryWorld story's seed."),
                       scenes: int = Query(min(4, cfg.max_scenes), ge=1, le=cfg.max_scenes, description="Scenes of a StoryWorld example."),
-                      row: Optional[int] = Query(None, ge=0, le=len(rows) - 1 if rows else None, description=row_help)) -> ExampleResponse:  # fmt: skip
+                      row: int | None = Query(None, ge=0, le=len(rows) - 1 if rows else None, description=row_help)) -> ExampleResponse:  # fmt: skip
         """Example prompts: a row of the server's prompt file when it has one, else a held-out StoryWorld story."""
         if rows is None:
             if row is not None:
@@ -157,16 +167,28 @@ def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
         ps = rows[seed % len(rows) if row is None else row]
         return ExampleResponse(id=ps.id, scenes=list(ps.scenes), rows=len(rows))
 
+
+async def check_request(body, cfg: ServeConfig, backend: Backend) -> Job:
+    """The job of a validated POST /v1/videos body, after the checks that need the config or the generator."""
+    job = make_job(body, resolve_strategy(body, cfg), cfg.request_timeout_s)  # refuses 'oracle' on free text
+    if (body.scores or body.refine_steps) and (problem := await backend.refiner_problem()):
+        raise FieldError("scores" if body.scores else "refine_steps", problem)
+    if body.frames_per_scene is not None:
+        block = (await backend.generator_info())["generator"].get("frames_per_block", 1)
+        if body.frames_per_scene % block:
+            raise FieldError("frames_per_scene", f"must be a multiple of the generator's frames_per_block ({block}), got {body.frames_per_scene}")
+    return job
+
+
+def add_video_route(app: FastAPI, cfg: ServeConfig, backend: Backend, auth: list) -> None:
+    """POST /v1/videos."""
+    VideoRequest = request_model(cfg)
+
     @app.post("/v1/videos", dependencies=auth, response_model=VideoResponse,
               responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}, **ERRORS})  # fmt: skip
-    async def create_video(body: VideoRequest):
-        job = make_job(body, resolve_strategy(body, cfg), cfg.request_timeout_s)  # refuses 'oracle' on free text
-        if (body.scores or body.refine_steps) and (problem := await backend.refiner_problem()):
-            raise FieldError("scores" if body.scores else "refine_steps", problem)
-        if body.frames_per_scene is not None:
-            block = (await backend.generator_info())["generator"].get("frames_per_block", 1)
-            if body.frames_per_scene % block:
-                raise FieldError("frames_per_scene", f"must be a multiple of the generator's frames_per_block ({block}), got {body.frames_per_scene}")
+    # the model is built per config, so it is a variable; FastAPI reads the annotation at runtime
+    async def create_video(body: VideoRequest):  # pyright: ignore[reportInvalidTypeForm]
+        job = await check_request(body, cfg, backend)
         if body.stream:
             return StreamingResponse(stream(job, body.format), media_type=NDJSON)
         async for event in backend.events(job):
@@ -176,11 +198,8 @@ def create_api(cfg: ServeConfig, handle, key_hash: str | None) -> FastAPI:
                 return error_response(event["status"], event["detail"], problems)
             if event["event"] == "result":
                 return JSONResponse(await backend.render(event, job, body.format))
+        return None  # not reached: the events end with an error or a result
 
     async def stream(job: Job, fmt: str):
         async for event in backend.events(job):
-            if event["event"] == "result":
-                event = {"event": "result", **await backend.render(event, job, fmt)}
-            yield ndjson(event)
-
-    return app
+            yield ndjson({"event": "result", **await backend.render(event, job, fmt)} if event["event"] == "result" else event)

@@ -95,8 +95,8 @@ def markdown(result: dict) -> str:
                     f"{p['p50_ms']:.0f} | {p['p99_ms']:.0f} | {p['throughput_rps']:.2f} | {p['mean_batch']:.2f} |")  # fmt: skip
     w = result["workload"]
     rows += ["", f"Batched / unbatched throughput at {result['phases']['batched']['clients']} clients: **{result['speedup']:.2f}x**.",
-             f"Workload: {w['scenes']} scenes x {w['frames_per_scene']} frames per request, strategy {w['strategy']}, MP4 "
-             f"upscaled {w['upscale']}x; {result['machine']}."]  # fmt: skip
+             (f"Workload: {w['scenes']} scenes x {w['frames_per_scene']} frames per request, strategy {w['strategy']}, MP4 "
+              f"upscaled {w['upscale']}x; {result['machine']}.")]  # fmt: skip
     return "\n".join(rows) + "\n"
 
 

@@ -13,9 +13,12 @@ import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from inflvg.validate import number, one_of, positive_int
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 API_KEY_HEADER = "X-API-Key"
 MIN_API_KEY_CHARS = 16
@@ -151,7 +154,7 @@ class ServeConfig:
         return "learned" if self.has_policy else "far"
 
     @classmethod
-    def from_mapping(cls, args: dict) -> "ServeConfig":
+    def from_mapping(cls, args: dict) -> ServeConfig:
         """Build from ``serve run`` arguments (all strings) or YAML ``args`` (typed): values are
         converted to the field types; an unknown key or a bad value raises ValueError naming it."""
         from pydantic import TypeAdapter, ValidationError
@@ -165,9 +168,9 @@ class ServeConfig:
             raise ValueError("; ".join(_config_error(err) for err in e.errors())) from None
 
 
-def _config_error(err: dict) -> str:
+def _config_error(err: ErrorDetails) -> str:
     if err["type"] == "value_error":
-        return str(err["ctx"]["error"])
+        return str(err.get("ctx", {})["error"])
     where = ".".join(str(p) for p in err["loc"])
     return f"ServeConfig.{where}: {err['msg']} (got {err['input']!r})"
 

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import torch
@@ -74,6 +76,7 @@ def _mlflow_policy(cfg: ServeConfig) -> SelectionPolicy:
     """runs:/<id>/policy (the training run's artifact: ``policy.pt``, loaded weights-only) or a
     logged or registered model (``mlflow.pytorch``; unpickled, so only from a store you trust)."""
     import mlflow
+    import mlflow.artifacts
 
     if cfg.tracking_uri:
         mlflow.set_tracking_uri(cfg.tracking_uri)  # models:/ URIs resolve through the global store
@@ -82,9 +85,9 @@ def _mlflow_policy(cfg: ServeConfig) -> SelectionPolicy:
         return load_policy(local if local.is_file() else local / "policy.pt", cfg.device)
     if not (local / "MLmodel").is_file():
         raise ValueError(f"model_uri {cfg.model_uri!r} holds neither policy.pt nor an MLflow model")
-    import mlflow.pytorch
+    import mlflow.pytorch as mlflow_pytorch
 
-    policy = mlflow.pytorch.load_model(str(local), map_location=cfg.device)
+    policy = mlflow_pytorch.load_model(str(local), map_location=cfg.device)
     if not isinstance(policy, SelectionPolicy):
         raise ValueError(f"model_uri {cfg.model_uri!r} is a {type(policy).__name__}, not a SelectionPolicy")
     return policy
@@ -140,6 +143,26 @@ class RemoteScorer:
         return self.handle.scene_rewards.remote(videos, ps, frames_per_scene).result()
 
 
+class JobStream(Protocol):
+    """What ``serve.batch`` makes of an async-generator method (``generate_batch``), as a replica
+    sees it: called with one job, it streams that job's share of each yielded batch; its batching
+    is set per replica. (ray's overloads of ``serve.batch`` describe only coroutine methods.)"""
+
+    def __call__(self, job: Job, /) -> AsyncIterator[dict]: ...
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
+
+
+class JobStreamMethod(Protocol):
+    def __get__(self, replica: object, owner: type | None = None, /) -> JobStream: ...
+
+
+def batch_stream(max_batch_size: int, batch_wait_timeout_s: float) -> Callable[[Callable[..., AsyncIterator[list]]], JobStreamMethod]:
+    """``serve.batch(...)`` for a method that yields one list of per-job events per step, typed as it behaves."""
+    return cast("Callable[[Callable[..., AsyncIterator[list]]], JobStreamMethod]",
+                serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s))  # fmt: skip
+
+
 class VideoGenerator:
     """One generator replica: the backend, the policy, a worker thread that generates batches,
     and the refiner, which reaches the reward models through ``rewards``, a handle to the reward
@@ -187,8 +210,8 @@ class VideoGenerator:
             yield event
 
     # the config's defaults; __init__ sets this replica's own values
-    @serve.batch(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
-    async def generate_batch(self, jobs: list[Job]):
+    @batch_stream(max_batch_size=ServeConfig.max_batch_size, batch_wait_timeout_s=ServeConfig.batch_wait_timeout_s)
+    async def generate_batch(self, jobs: list[Job]) -> AsyncIterator[list]:
         """Each yield holds one event per job; a job whose stream has ended gets StopIteration.
         Compatible jobs (``Job.batch_key``) share one ``generate`` call; groups run in turn."""
         self.worker_free.clear()
@@ -199,7 +222,7 @@ class VideoGenerator:
                 groups.setdefault(job.batch_key(), []).append(i)
             for idx in groups.values():
                 async for events in self._run_group([jobs[i] for i in idx]):
-                    for i, event in zip(idx, events):
+                    for i, event in zip(idx, events, strict=True):
                         latest[i] = event
                     yield list(latest)
                     latest = [StopIteration if isinstance(e, dict) and e["event"] != "progress" else e for e in latest]

@@ -27,10 +27,12 @@ class BodyLimit:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send)
+            return
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -39,7 +41,8 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._refuse(scope, receive, send)
+                await self._refuse(scope, receive, send)
+                return
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
