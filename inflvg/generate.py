@@ -8,8 +8,8 @@ same loop, so a strategy behaves the same on the tiny StoryWorld model and on a 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch

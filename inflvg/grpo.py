@@ -12,7 +12,6 @@ import torch
 
 from inflvg.rollout import Rollout, Transition
 
-
 SCALES = ("group", "batch")
 
 

@@ -178,7 +178,9 @@ class SelectionPolicy(nn.Module):
             nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.hidden), nn.GELU(),
             nn.Linear(cfg.hidden, 1, bias=False),  # softmax ignores a shared offset: a bias would never learn
         )  # fmt: skip
-        nn.init.normal_(self.head[-1].weight, std=0.01)
+        out = self.head[-1]
+        assert isinstance(out, nn.Linear)
+        nn.init.normal_(out.weight, std=0.01)
         self.word_weight = nn.Linear(cfg.d_model, 1)
         nn.init.zeros_(self.word_weight.weight)
         nn.init.zeros_(self.word_weight.bias)

@@ -69,11 +69,11 @@ class GeneratorSpec:
 class PromptEmbedding:
     """Prompts as the backend's text encoder sees them, with word ids for shared-word tests."""
 
-    tokens: "torch.Tensor"  # (B, L, d_prompt) float
-    mask: "torch.Tensor"  # (B, L) bool, True on real tokens (attention mask)
-    word_ids: "torch.Tensor"  # (B, L) int64, the same id for the same word in any prompt, 0 where no word
+    tokens: torch.Tensor  # (B, L, d_prompt) float
+    mask: torch.Tensor  # (B, L) bool, True on real tokens (attention mask)
+    word_ids: torch.Tensor  # (B, L) int64, the same id for the same word in any prompt, 0 where no word
 
-    def index(self, rows: "torch.Tensor") -> "PromptEmbedding":
+    def index(self, rows: torch.Tensor) -> PromptEmbedding:
         return PromptEmbedding(self.tokens[rows], self.mask[rows], self.word_ids[rows])
 
 
@@ -82,7 +82,7 @@ class Pool:
     """The long-term pool's candidate tokens at a scene change. Each frame's tokens are listed
     together, frames in time order, a frame's tokens in row-major order on its grid."""
 
-    features: "torch.Tensor"  # (B, N, d_feature) the backend's features of every candidate
+    features: torch.Tensor  # (B, N, d_feature) the backend's features of every candidate
     frame: np.ndarray  # (N,) int64 frame index of each candidate
     scene: np.ndarray  # (N,) int64 scene index of each candidate
     row: np.ndarray  # (N,) int64 row on the frame's long-term grid
@@ -96,12 +96,14 @@ class Pool:
 
 @runtime_checkable
 class Tokenizer(Protocol):
-    def word_ids(self, prompts: list[str]) -> "torch.Tensor":
+    def word_ids(self, prompts: list[str]) -> torch.Tensor:
         """(B,) prompts -> (B, L) int64 word ids aligned with ``encode_prompts``' tokens: equal
         words get equal ids (also words outside the vocabulary), 0 on specials and punctuation."""
+        ...
 
     def unknown_words(self, prompt: str) -> list[str]:
         """Words of ``prompt`` that the text encoder has no embedding for."""
+        ...
 
 
 @runtime_checkable
@@ -116,32 +118,38 @@ class VideoCache(Protocol):
 
     def pool(self) -> Pool:
         """The candidates a selection may choose from now."""
+        ...
 
     def select(self, selected: np.ndarray) -> None:
         """(B, K) pool indices (-1: empty slot): the long-term context of the blocks that follow."""
+        ...
 
 
 @runtime_checkable
 class Generator(Protocol):
     spec: GeneratorSpec
     tokenizer: Tokenizer
-    device: "torch.device"
+    device: torch.device
     """Where the backend computes; a policy acting on its features lives there too."""
 
     def encode_prompts(self, prompts: list[str]) -> PromptEmbedding:
         """(P,) prompts -> their embedding (rows in input order)."""
+        ...
 
     def new_cache(self, n_videos: int, n_frames: int, frames_per_scene: int, ctx: ContextConfig, full_history: bool,
                   uses_sink: bool) -> VideoCache:  # fmt: skip
         """An empty cache for ``n_videos`` videos of ``n_frames`` frames."""
+        ...
 
-    def next_block(self, cache: VideoCache, prompts: PromptEmbedding, noise: "torch.Generator", shared_noise: bool) -> "torch.Tensor":
+    def next_block(self, cache: VideoCache, prompts: PromptEmbedding, noise: torch.Generator, shared_noise: bool) -> torch.Tensor:
         """Generate the next block of every video (prompts: (B,) rows, one per video) into the
         cache -> its latents (B, frames_per_block, ...). Noise comes from ``noise``; with
         ``shared_noise`` every video gets the same noise."""
+        ...
 
-    def decode(self, latents: "torch.Tensor") -> np.ndarray:
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (B, F, ...) -> (B, F, H, W, 3) uint8 RGB."""
+        ...
 
 
 BACKENDS = {"storyworld": "inflvg.generator.backend", "wan-tiny": "inflvg.wan.backend", "wan-1.3b": "inflvg.wan.backend"}

@@ -30,9 +30,17 @@ from .config import ContextConfig
 from .policy import PolicyConfig, PromptEmbedder, SelectionPolicy
 from .prompts import PromptSet
 from .protocol import Generator
+from .rollout import Rollout
 from .sampling import rollout_selection_seed, sample_group
 from .update import UpdateConfig, grpo_update
 from .validate import at_least, number
+
+
+def _frames(r: Rollout) -> np.ndarray:
+    """The video of a sampled rollout (``sample_group`` always keeps it)."""
+    if r.frames is None:
+        raise ValueError(f"rollout {r.rollout_index} of group {r.group_id} carries no frames to score")
+    return r.frames
 
 
 class SceneScorer(Protocol):
@@ -117,8 +125,8 @@ class Refiner:
         for step in range(steps):
             sel = [rollout_selection_seed(seed, step, g) for g in range(self.cfg.group_size)]
             group = sample_group(self.gen, policy, self.embed, ps, 0, seed, sel, ctx, fps, version=step)
-            rewards, _ = self.scorer.scene_rewards(np.stack([r.frames for r in group]), ps, fps)
-            for r, row in zip(group, rewards):
+            rewards, _ = self.scorer.scene_rewards(np.stack([_frames(r) for r in group]), ps, fps)
+            for r, row in zip(group, rewards, strict=True):
                 r.scene_rewards = row.astype(np.float32)
             result.curve.append(float(np.nanmean(rewards)))
             result.rewards.append(rewards)

@@ -122,10 +122,15 @@ def _pack(a: np.ndarray | None) -> dict | None:
     return {"data": a.tobytes(), "shape": list(a.shape), "dtype": a.dtype.str}
 
 
+def _decode(d: dict) -> np.ndarray:
+    """A packed array of a field ``_row`` always fills (everything but ``frames``)."""
+    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+
+
 def _unpack(d: dict | None) -> np.ndarray | None:
     if d is None:
         return None
-    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+    return _decode(d)
 
 
 _ARRAYS = ("features", "prompt_tokens", "prompt_mask", "chosen")
@@ -154,12 +159,12 @@ def from_arrow(table) -> list[Rollout]:
     out = []
     for row in table.to_pylist():
         transitions = [
-            Transition(scene=t["scene"], logp_old=t["logp_old"], **{f: _unpack(t[f]) for f in _ARRAYS})
+            Transition(scene=t["scene"], logp_old=t["logp_old"], **{f: _decode(t[f]) for f in _ARRAYS})
             for t in row["transitions"]
         ]
         out.append(Rollout(
             **{f: row[f] for f in _SCALARS},
-            scene_rewards=_unpack(row["scene_rewards"]), scores={s["name"]: _unpack(s["value"]) for s in row["scores"]},
+            scene_rewards=_decode(row["scene_rewards"]), scores={s["name"]: _decode(s["value"]) for s in row["scores"]},
             transitions=transitions, prompts=list(row["prompts"]), frames=_unpack(row["frames"]),
         ))  # fmt: skip
     return out

@@ -53,6 +53,6 @@ def sample_group(gen: Generator, policy: SelectionPolicy, embed: PromptEmbedder,
             prompt_set_id=ps.id, group_id=index, rollout_index=g, policy_version=version, noise_seed=noise,
             selection_seed=sel[g], scene_rewards=np.full(ps.n_scenes, np.nan, np.float32), transitions=transitions[g],
             prompts=list(ps.scenes), frames=res.frames[g].copy(),  # (T, H, W, 3) uint8
-        )  # fmt: skip
+        )
         for g in range(group_size)
-    ]
+    ]  # fmt: skip

@@ -112,7 +112,7 @@ def grpo_update(rollouts: list[Rollout], logits: Logits, step: Callable[[torch.T
         raise ValueError("a GRPO update needs rollouts: at least one complete group")
     groups = group_rollouts(rollouts)
     transitions, advantages, valid = credit_transitions(groups, scale=cfg.advantage_scale)
-    used = [t for t, v in zip(transitions, valid.tolist()) if v]
+    used = [t for t, v in zip(transitions, valid.tolist(), strict=True) if v]
     adv = advantages[valid]  # (M,)
     metrics = scene_reward_stats(groups) if transitions else {}
     metrics.update(

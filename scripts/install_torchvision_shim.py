@@ -45,7 +45,7 @@ sys.meta_path.insert(0, _DefineSchemas())
 
 
 def torchvision_import_error() -> str:
-    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True, check=False)  # the exit status is the answer
     return "" if probe.returncode == 0 else probe.stderr
 
 

@@ -93,7 +93,8 @@ def bench_prompt_sets(args: BenchArgs, gen) -> tuple[list[PromptSet], list[Story
         return prompt_sets, [ground_truth(ps) for ps in prompt_sets]
     n_scenes = gen.spec.horizon_frames // gen.spec.frames_per_scene
     stories = [sample_story(args.seed + i, args.split, n_scenes, WorldConfig().cast_size) for i in range(args.videos)]
-    return [prompt_set_of(s, f"{args.split}-{args.seed + i}") for i, s in enumerate(stories)], stories
+    truths: list[Story | None] = list(stories)
+    return [prompt_set_of(s, f"{args.split}-{args.seed + i}") for i, s in enumerate(stories)], truths
 
 
 def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet]) -> list[str]:

@@ -49,6 +49,8 @@ def make(name: str, job: Job, gen):
         return make_strategy(name)
     from ..policy import LearnedStrategy, PromptEmbedder, load_policy
 
+    if job.policy is None:
+        raise ValueError("the learned strategy needs a policy checkpoint (Job.policy)")
     return LearnedStrategy(load_policy(job.policy, gen.device), PromptEmbedder(gen), greedy=True, record=False)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..prompts import PromptSet
 from ..subjects import subject_keys, subject_scenes
-from ..world.readers import artifact_score, attribute_agreement, read_scene, which_character
+from ..world.readers import SubjectReading, artifact_score, attribute_agreement, read_scene, which_character
 from ..world.story import Story
 from ..world.vocab import BACKGROUND_NAMES
 
@@ -62,7 +62,7 @@ def score_free_text(ps: PromptSet, frames: np.ndarray, frames_per_scene: int) ->
 
 def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
     """frames (T, H, W, 3) uint8 of one generated StoryWorld story, measured against its ground truth."""
-    first_reading: dict[int, object] = {}
+    first_reading: dict[int, SubjectReading | None] = {}
     align, ident, artif, char, back = [], [], [], [], []
     for i, sc in enumerate(story.scenes):
         clip = frames[i * frames_per_scene : (i + 1) * frames_per_scene]

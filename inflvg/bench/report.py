@@ -36,8 +36,8 @@ def markdown(result: dict) -> str:
     for key, kind in (("gap_closed", "heuristic"), ("gap_closed_budgeted", "fixed-budget heuristic")):
         gap = result.get(key)
         if gap:
-            lines += ["", f"Learned policy closes {gap['fraction']:.0%} [{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}] of the {gap['metric']} "
-                      f"gap between the best {kind} ({gap['best_heuristic']}) and oracle-K."]  # fmt: skip
+            lines += ["", (f"Learned policy closes {gap['fraction']:.0%} [{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}] of the {gap['metric']} "
+                           f"gap between the best {kind} ({gap['best_heuristic']}) and oracle-K.")]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

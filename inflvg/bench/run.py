@@ -68,11 +68,11 @@ def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[
     for start in range(0, len(order), setup.batch):
         idx = order[start : start + setup.batch]
         cuts = [j for j in range(1, len(idx)) if prompt_sets[idx[j]].n_scenes != prompt_sets[idx[j - 1]].n_scenes]
-        for a, b in zip([0, *cuts], [*cuts, len(idx)]):
+        for a, b in zip([0, *cuts], [*cuts, len(idx)], strict=True):
             part = idx[a:b]
             res = generate(setup.gen, [prompt_sets[i] for i in part], strategy, seed=setup.seed + start + a, ctx=setup.ctx,
                            progress=Progress(f"{strategy.name} videos {start + a + 1}-{start + b}/{len(order)}"))  # fmt: skip
-            scores += [(i, score_video(prompt_sets[i], truths[i], f, fps)) for i, f in zip(part, res.frames)]
+            scores += [(i, score_video(prompt_sets[i], truths[i], f, fps)) for i, f in zip(part, res.frames, strict=True)]
     scores.sort(key=lambda x: x[0])
     return per_video_table([s for _, s in scores])
 
@@ -106,17 +106,17 @@ def gap_closed(tables: dict[str, dict[str, np.ndarray]], metric: str = "combined
     (resampled jointly, so the three stay paired). The best of ``candidates`` is chosen on the means."""
     heuristics = [h for h in candidates if h in tables]
     best = max(heuristics, key=lambda h: np.nanmean(tables[h][metric]))
-    l, h, o = (tables[n][metric] for n in ("learned", best, "oracle"))
-    keep = ~(np.isnan(l) | np.isnan(h) | np.isnan(o))
-    l, h, o = l[keep], h[keep], o[keep]
-    if o.mean() <= h.mean():  # oracle-K no better than the heuristic: there is no gap to close
+    lv, hv, ov = (tables[n][metric] for n in ("learned", best, "oracle"))
+    keep = ~(np.isnan(lv) | np.isnan(hv) | np.isnan(ov))
+    lv, hv, ov = lv[keep], hv[keep], ov[keep]
+    if ov.mean() <= hv.mean():  # oracle-K no better than the heuristic: there is no gap to close
         return {"best_heuristic": best, "metric": metric, "fraction": float("nan"), "ci95": [float("nan"), float("nan")]}
 
     def fraction(learned, heuristic, oracle, axis=-1):
         return (learned.mean(axis) - heuristic.mean(axis)) / (oracle.mean(axis) - heuristic.mean(axis))
 
-    ci = bootstrap_ci((l, h, o), fraction, n_boot, seed)
-    return {"best_heuristic": best, "metric": metric, "fraction": float(fraction(l, h, o)), "ci95": ci}
+    ci = bootstrap_ci((lv, hv, ov), fraction, n_boot, seed)
+    return {"best_heuristic": best, "metric": metric, "fraction": float(fraction(lv, hv, ov)), "ci95": ci}
 
 
 def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int], n_videos: int = 1) -> dict:
@@ -133,9 +133,12 @@ def run_timing(setup: BenchSetup, strategy: ContextStrategy, multiples: list[int
     alongside = _one_x_frames(setup, strategy, n_videos)
     progress = Progress(f"{strategy.name} timing up to {longest}x ({longest * horizon} frames, as many 1x alongside)")
     one_x = np.full(longest * horizon, np.nan)
-    for t, res in generate_stepwise(setup.gen, prompt_sets, strategy, seed=setup.seed, ctx=setup.ctx):
+    res = None
+    for t, so_far in generate_stepwise(setup.gen, prompt_sets, strategy, seed=setup.seed, ctx=setup.ctx):
         one_x[t - setup.gen.spec.frames_per_block + 1 : t + 1] = next(alongside)
         progress(t + 1, len(one_x))
+        res = so_far  # after the last block: the whole generation
+    assert res is not None, "a timing video has at least one block"
     keys = ("ms_per_frame", "decode_ms_per_frame", "ms_ratio_to_1x", "context_tokens", "kv_bytes_per_transition", "history_kv_bytes_per_transition")
     out = {key: {} for key in keys}
     for mult in multiples:

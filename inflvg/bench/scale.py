@@ -70,7 +70,8 @@ def peak_memory_bytes(device: str) -> int:
 
 def markdown(result: dict) -> str:
     lengths = result["config"]["lengths"]
-    head = "| strategy | " + " | ".join(f"ms/block {L}x" for L in lengths) + f" | {max(lengths)}x/1x | decode ms/block | KV bytes gathered | whole history |"
+    head = ("| strategy | " + " | ".join(f"ms/block {L}x" for L in lengths)
+            + f" | {max(lengths)}x/1x | decode ms/block | KV bytes gathered | whole history |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, s in result["strategies"].items():
         ms = [f"{s['ms_per_block'][str(L)]:.1f}" for L in lengths]

@@ -24,7 +24,7 @@ class StoryWorldGenerator:
     def __init__(self, model: Generator, world: WorldConfig, ctx: ContextConfig):
         self.model, self.world = model, world
         cfg = model.cfg
-        g = int(round(model.long_tokens_per_frame**0.5))
+        g = round(model.long_tokens_per_frame**0.5)
         self.spec = GeneratorSpec(
             backend="storyworld", frame_shape=(model.frame_size, model.frame_size), frames_per_block=1,
             frames_per_scene=world.frames_per_scene, horizon_frames=cfg.horizon_frames, grid=(g, g),

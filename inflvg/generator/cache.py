@@ -53,7 +53,7 @@ class KVCache:
     def pool(self) -> Pool:
         """The candidates of a selection now: every token that has left the window."""
         frames = self.pool_frames.cpu().numpy()
-        g = int(round(self.n_long**0.5))
+        g = round(self.n_long**0.5)
         token = np.tile(np.arange(self.n_long), self.pool_len // self.n_long)
         return Pool(self.pool_features[:, : self.pool_len], frames, frames // self.frames_per_scene, token // g, token % g, (g, g))
 

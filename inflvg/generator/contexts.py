@@ -31,7 +31,7 @@ class TargetContext:
 
 def subject_tokens(masks: np.ndarray, long_side: int) -> np.ndarray:
     """(T, H, W) bool subject masks -> (T, n_long) bool: which long-term tokens show the subject."""
-    t, h, w = masks.shape
+    t, h, _ = masks.shape
     g = h // long_side
     counts = masks.reshape(t, g, long_side, g, long_side).sum((2, 4)).reshape(t, g * g)
     return counts >= CHARACTER_PIXELS
@@ -118,7 +118,7 @@ def target_context(
     fps, w, ns = world.frames_per_scene, ctx.window_frames, ctx.sink_frames
     scene_start = (t // fps) * fps
     sink = [f for f in range(ns) if f < t]
-    window = [f for f in range(max(ns, t - w), t)]
+    window = list(range(max(ns, t - w), t))
     pool = np.arange(ns, max(ns, scene_start - w))
     subject = video.character[t]
     shows = subject_tokens(video.masks[pool], long_side) & (video.character[pool] == subject)[:, None]

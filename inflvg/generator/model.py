@@ -35,7 +35,7 @@ class Text:
     mask: torch.Tensor  # (B, L) bool, True on real tokens
     pooled: torch.Tensor  # (B, d) the [CLS] token
 
-    def index(self, idx: torch.Tensor) -> "Text":
+    def index(self, idx: torch.Tensor) -> Text:
         return Text(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
 
@@ -85,7 +85,9 @@ class Block(nn.Module):
         b, n, d = x.shape
         return x.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, nh, N, hd)
 
-    def forward(self, h, cond, text: Text, rope_self, ctx_kv=None, rope_ctx=None, ctx_valid=None):
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, text: Text, rope_self: tuple[torch.Tensor, torch.Tensor],
+                ctx_kv: torch.Tensor | None = None, rope_ctx: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ctx_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """h (B, n, d); ctx_kv (2, B, N, d) or None. Returns h and this layer's (k, v) of h, unrotated."""
         b, n, d = h.shape
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(cond)).chunk(6, -1)
@@ -95,6 +97,7 @@ class Block(nn.Module):
         q, kh = apply_rope(q, *rope_self), apply_rope(kh, *rope_self)
         mask = None
         if ctx_kv is not None:
+            assert rope_ctx is not None and ctx_valid is not None, "a context needs its rotary tables and validity mask"
             ck = apply_rope(self.heads(ctx_kv[0]), *rope_ctx)
             kh, vh = torch.cat([ck, kh], 2), torch.cat([self.heads(ctx_kv[1]), vh], 2)
             own = torch.ones(b, n, dtype=torch.bool, device=h.device)
@@ -111,6 +114,9 @@ class Block(nn.Module):
 
 
 class Generator(nn.Module):
+    full_yx: torch.Tensor  # buffers registered in __init__, declared for the type checker
+    long_yx: torch.Tensor
+
     def __init__(self, cfg: GeneratorConfig, frame_size: int):
         super().__init__()
         self.cfg, self.frame_size = cfg, frame_size
@@ -181,12 +187,12 @@ class Generator(nn.Module):
         h, kv = self._run(h, cond, text, pos, t_freqs, None)
         return kv, h
 
-    def velocity(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, text: Text, ctx: Context, t_freqs) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, text: Text, ctx: Context | None, t_freqs) -> torch.Tensor:
         """Noisy frames x (B, H, W, 3) at flow time s (B,) < 1 -> velocity (B, H, W, 3)."""
         clean = self.predict_clean(x, s, t, text, ctx, t_freqs)
         return (clean - x) / (1 - s)[:, None, None, None]
 
-    def predict_clean(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, text: Text, ctx: Context, t_freqs) -> torch.Tensor:
+    def predict_clean(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor, text: Text, ctx: Context | None, t_freqs) -> torch.Tensor:
         """Noisy frames x (B, H, W, 3) at flow time s (B,), frame index t (B,) -> clean frames (B, H, W, 3)."""
         p = self.cfg.patch
         h = self.patch_in(patchify(x, p)) + self.type_emb[TYPE_CURRENT]
@@ -198,4 +204,4 @@ class Generator(nn.Module):
         return unpatchify(self.out(modulate(self.norm_out(h), shift, scale)), p, self.frame_size)
 
 
-__all__ = ["Generator", "Context", "Text", "with_time"]
+__all__ = ["Context", "Generator", "Text", "with_time"]

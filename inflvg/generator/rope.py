@@ -41,7 +41,7 @@ def temporal_freqs(nt: int, horizon: int, max_distance: float, scaling: str) -> 
 
 def rope_tables(pos: torch.Tensor, head_dim: int, t_freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """pos (..., N, 3) -> cos, sin (..., N, head_dim/2)."""
-    nt, ny, nx = pair_split(head_dim)
+    _, ny, nx = pair_split(head_dim)
     fy = SPACE_BASE ** (-torch.arange(ny, dtype=torch.float32) / ny)
     fx = SPACE_BASE ** (-torch.arange(nx, dtype=torch.float32) / nx)
     ang = torch.cat(

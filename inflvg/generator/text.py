@@ -36,7 +36,7 @@ class WordTokenizer:
         """-> ids (B, max_len) long, mask (B, max_len) bool."""
         ids = torch.zeros(len(prompts), self.max_len, dtype=torch.long)
         for b, p in enumerate(prompts):
-            row = [self.index.get(w, 1) for w in ["[CLS]"] + self.split(p)][: self.max_len]
+            row = [self.index.get(w, 1) for w in ["[CLS]", *self.split(p)]][: self.max_len]
             ids[b, : len(row)] = torch.tensor(row)
         return ids, ids != 0
 

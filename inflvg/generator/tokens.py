@@ -18,7 +18,7 @@ def patchify(frames: torch.Tensor, side: int) -> torch.Tensor:
 
 def unpatchify(tokens: torch.Tensor, side: int, size: int) -> torch.Tensor:
     """(B, N, side*side*3) -> (B, size, size, 3)."""
-    b, n = tokens.shape[:2]
+    b, _ = tokens.shape[:2]
     g = size // side
     x = tokens.reshape(b, g, g, side, side, 3).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b, size, size, 3)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Annotated
 
 import numpy as np
@@ -53,7 +53,7 @@ class TrainConfig:
     generator that already draws what a prompt describes."""
     text_videos_per_step: int = 16
     """Stories per text step; each gives its cast's first-appearance frames (64 with 4 characters)."""
-    mixture: Mixture = Mixture()
+    mixture: Mixture = field(default_factory=Mixture)
     """What the targets of a step are and what their long-term selections hold."""
     context_noise: float = 0.1
     """Frames encoded as context get Gaussian noise of a std drawn per frame from [0, this] (in the
@@ -70,7 +70,7 @@ def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contex
     if n_rows == 0:  # every target is a video's first frame: no full-resolution frame to gather, all slots masked
         kv_full = kv_full.new_zeros(L, 2, 1, n_full, d)
     full_idx, full_t, long_idx, long_t, long_j = [], [], [], [], []
-    for b, c in zip(vids, contexts):
+    for b, c in zip(vids, contexts, strict=True):
         frames = c.sink + c.window
         full_idx.append([full_row.get((b, f), -1) if f >= 0 else -1 for f in frames])
         full_t.append(frames)
@@ -106,12 +106,12 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     seen = noisy_context(frames, tc.context_noise)
     long_side = model.cfg.patch * model.cfg.merge
     vids, contexts = [], []
-    for b, (story, video) in enumerate(zip(stories, videos)):
+    for b, (story, video) in enumerate(zip(stories, videos, strict=True)):
         for t in choose_targets(story, world, tc.targets_per_video, rng, tc.mixture):
             vids.append(b)
             contexts.append(target_context(t, video, world, ctx_cfg, model.long_tokens_per_frame, long_side, rng, tc.mixture))
     t_freqs = model.t_freqs(model.cfg.horizon_frames)
-    needed = sorted({(b, f) for b, c in zip(vids, contexts) for f in c.sink + c.window if f >= 0})
+    needed = sorted({(b, f) for b, c in zip(vids, contexts, strict=True) for f in c.sink + c.window if f >= 0})
     full_row = {bf: i for i, bf in enumerate(needed)}
     nb = torch.tensor([b for b, _ in needed], dtype=torch.long)
     nf = torch.tensor([f for _, f in needed], dtype=torch.long)
@@ -126,7 +126,7 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
     noise = torch.randn_like(x1)
     s = flow_times(len(tb), model.cfg.denoise_steps)
     xs = (1 - s)[:, None, None, None] * noise + s[:, None, None, None] * x1
-    target_rows = torch.tensor([text_row(b, t) for b, t in zip(vids, tt.tolist())])
+    target_rows = torch.tensor([text_row(b, t) for b, t in zip(vids, tt.tolist(), strict=True)])
     clean = model.predict_clean(xs, s, tt, text.index(target_rows), ctx, t_freqs)
     masks = torch.as_tensor(np.stack([v.masks for v in videos]))[tb, tt]  # (M, H, W) subject pixels
     return subject_weighted_mse(clean, x1, masks)
@@ -218,7 +218,7 @@ def train(world: WorldConfig, ctx_cfg: ContextConfig, gen_cfg: GeneratorConfig, 
     return meta
 
 
-def _meta(step: int, start: float, loss: float, tc: TrainConfig) -> dict:
+def _meta(step: int, start: float, loss: float | None, tc: TrainConfig) -> dict:
     """``start`` is shifted back by the seconds of earlier runs, so 'seconds' is the total."""
     return {"steps": step, "seconds": round(time.time() - start), "final_loss": loss, "train_config": asdict(tc)}
 
@@ -269,7 +269,7 @@ class TrainArgs:
 
 
 # The recipe of the shipped weights (`make generator`): five stages on one thread, each continuing
-# the previous one's weights, about 90 minutes in all (docs/guide.md, The generator).
+# the previous one's weights, about 90 minutes in all (docs/guide.md, The StoryWorld backend).
 _STAGE = TrainArgs(threads=1, minutes=120.0)
 _RECALL = replace(_STAGE, warmup_steps=30, decay_steps=400, target_shares=(0.7, 0.15, 0.15), long_shares=(0.85, 0.05, 0.05, 0.05))
 RECIPE: dict[str, TrainArgs] = {

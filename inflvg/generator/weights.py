@@ -53,7 +53,7 @@ def load_generator(path: str | Path | None = None, device: str = "cpu", strict: 
     blob = torch.load(path, map_location=device, weights_only=True)
     world = WorldConfig(**blob["world_config"])
     model = Generator(GeneratorConfig(**blob["generator_config"]), world.frame_size)
-    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=strict)
+    _missing, unexpected = model.load_state_dict(blob["state_dict"], strict=strict)
     if unexpected:
         raise ValueError(f"generator weights at {str(path)!r} hold parameters this model lacks: {unexpected[:5]}")
     model.to(device).eval().requires_grad_(False)

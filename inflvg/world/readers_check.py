@@ -51,7 +51,7 @@ def _frame_hits(story: Story, video: Video, frames: np.ndarray) -> dict[str, lis
         reading = read_subject(frame, bg)
         hits["background"].append(bg == video.background[t])
         hits["subject"].append(reading is not None)
-        for a, want in zip(ATTRIBUTES, truth.attributes()):
+        for a, want in zip(ATTRIBUTES, truth.attributes(), strict=True):
             hits[a].append(reading is not None and getattr(reading, a) == want)
         hits["character"].append(which_character(reading, story.cast) == video.character[t])
     return hits
@@ -65,7 +65,7 @@ def _scene_hits(story: Story, video: Video, frames: np.ndarray, fps: int) -> dic
         truth = story.cast[scene.character]
         hits["background"].append(reading.background == video.background[i * fps])
         hits["subject"].append(reading.subject is not None)
-        for a, want in zip(ATTRIBUTES, truth.attributes()):
+        for a, want in zip(ATTRIBUTES, truth.attributes(), strict=True):
             hits[a].append(reading.subject is not None and getattr(reading.subject, a) == want)
         hits["character"].append(which_character(reading.subject, story.cast) == scene.character)
     return hits
@@ -74,7 +74,7 @@ def _scene_hits(story: Story, video: Video, frames: np.ndarray, fps: int) -> dic
 def _artifact_scores(frames: np.ndarray, backgrounds: np.ndarray, rng: np.random.Generator) -> dict[str, list[float]]:
     """artifact_score of each frame as given and after each corruption."""
     out: dict[str, list[float]] = {k: [] for k in ("none", *CORRUPTIONS)}
-    for frame, bg in zip(frames, backgrounds):
+    for frame, bg in zip(frames, backgrounds, strict=True):
         out["none"].append(artifact_score(frame, int(bg)))
         for kind in CORRUPTIONS:
             bad = corrupt(frame, kind, rng)
@@ -92,7 +92,7 @@ def run(videos: int, seed: int, artifact_stride: int = 2) -> dict:
         video = render_story(story, world)
         degraded = np.stack([corrupt(f, "degrade", rng) for f in video.frames])
         rough = np.stack([corrupt(f, "rough", rng) for f in video.frames])
-        for variant, frames in zip(VARIANTS, (video.frames, degraded, rough)):
+        for variant, frames in zip(VARIANTS, (video.frames, degraded, rough), strict=True):
             frame_hits = _frame_hits(story, video, frames)
             scene_hits = _scene_hits(story, video, frames, world.frames_per_scene)
             for level, hits in (("frame", frame_hits), ("scene", scene_hits)):
@@ -116,8 +116,7 @@ def to_markdown(result: dict) -> str:
     """Two tables: accuracies (rows = metric, columns = variant) and artefact AUCs."""
     acc = result["accuracy"]
     lines = ["| metric | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
-    for metric in acc["clean"]:
-        lines.append(f"| {metric} | " + " | ".join(f"{acc[v][metric]:.3f}" for v in VARIANTS) + " |")
+    lines.extend(f"| {metric} | " + " | ".join(f"{acc[v][metric]:.3f}" for v in VARIANTS) + " |" for metric in acc["clean"])
     auc, mean = result["artifact_auc"], result["artifact_mean_score"]
     lines += ["", "| artifact AUC (vs corrupted copies) | " + " | ".join(VARIANTS) + " |"]
     lines.append("|---|" + "---|" * len(VARIANTS))
