@@ -19,6 +19,7 @@ import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -87,10 +88,10 @@ class Learner:
             policy.load_state_dict(init_weights)
         self.reference = self._frozen_copy(policy.state_dict()) if cfg.kl_beta > 0 else None
         world = dist.get_world_size()
-        self.engine, *_ = deepspeed.initialize(
-            model=policy, model_parameters=policy.parameters(), config=deepspeed_config(cfg, world)
-        )  # fmt: skip
-        self.device = self.engine.device
+        # no model_parameters: DeepSpeed then optimises all of the module's parameters
+        self.engine, *_ = deepspeed.initialize(model=policy, config=deepspeed_config(cfg, world))
+        # a torch.device: DeepSpeed sets it from the local rank, which _world_of_one_env or the launcher provides
+        self.device = cast(torch.device, self.engine.device)
         if self.reference is not None:
             self.reference.to(self.device)
         self.init_seconds = time.perf_counter() - t0
@@ -101,6 +102,11 @@ class Learner:
             ref = SelectionPolicy(self.cfg.policy)
         ref.load_state_dict({k: v.float() for k, v in state_dict.items()})
         return ref.requires_grad_(False).eval()
+
+    @property
+    def _module(self) -> torch.nn.Module:
+        """The ``SelectionPolicy`` the engine wraps (DeepSpeed keeps the module it was given)."""
+        return cast(torch.nn.Module, self.engine.module)
 
     def _logits(self, policy: torch.nn.Module, mb: TransitionBatch) -> torch.Tensor:
         """(M, N) logits, -inf on padding; inputs in the engine's dtype (the log-probs are fp32 anyway)."""
@@ -114,7 +120,8 @@ class Learner:
         each step; with no transition left to learn from, no step is taken and the version
         stays. With several ranks, each must get a share giving the same number of steps."""
         t0 = time.perf_counter()
-        reference = None if self.reference is None else (lambda mb: self._logits(self.reference, mb))
+        ref = self.reference
+        reference = None if ref is None else (lambda mb: self._logits(ref, mb))
         metrics = grpo_update(rollouts, lambda mb: self._logits(self.engine, mb), self._step, self.cfg.update,
                               self.version, self.device, reference)  # fmt: skip
         if metrics["optimizer_steps"]:
@@ -131,7 +138,7 @@ class Learner:
 
     def _local_grad_norm(self) -> float:
         """Pre-clip gradient norm from ``.grad`` (ZeRO-0 fp32, single rank); NaN where grads live elsewhere."""
-        grads = [p.grad.detach().float() for p in self.engine.module.parameters() if p.grad is not None]
+        grads = [p.grad.detach().float() for p in self._module.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else float("nan")
 
     def weights(self) -> tuple[int, dict[str, torch.Tensor]]:
@@ -141,10 +148,10 @@ class Learner:
         from deepspeed.utils import safe_get_full_fp32_param
 
         state = {}
-        for name, p in self.engine.module.named_parameters():
+        for name, p in self._module.named_parameters():
             full = safe_get_full_fp32_param(p)
             state[name] = (p.detach() if full is None else full).float().cpu().clone()
-        for name, b in self.engine.module.named_buffers():
+        for name, b in self._module.named_buffers():
             state[name] = b.detach().cpu().clone()
         return self.version, state
 
@@ -181,7 +188,7 @@ class Learner:
         if saved != asdict(self.cfg.policy):
             raise ValueError(f"checkpoint {target} holds a policy with config {saved}, this learner has {asdict(self.cfg.policy)}")
         load_path, client = self.engine.load_checkpoint(str(target), tag=ENGINE_TAG)
-        if load_path is None:
+        if load_path is None or client is None:  # DeepSpeed returns both or neither
             raise FileNotFoundError(f"DeepSpeed found no engine state in {target / ENGINE_TAG}")
         self.version = int(client["version"])
         if self.cfg.kl_beta > 0:

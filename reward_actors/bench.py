@@ -43,7 +43,8 @@ def returning_scenes(n: int, seed: int) -> SceneBatch:
     while len(frames) < n:
         story = sample_story(seed + i, "heldout", world.n_scenes, world.cast_size)
         scenes = video_scene_batch([render_story(story, world).frames], prompt_set_of(story, f"bench-{seed + i}"), world.frames_per_scene)
-        for f, p, h in zip(scenes.frames, scenes.prompts, scenes.history):
+        histories = scenes.history or [None] * len(scenes)  # video_scene_batch gives every scene an entry
+        for f, p, h in zip(scenes.frames, scenes.prompts, histories, strict=True):
             if h is not None and len(frames) < n:
                 frames.append(f)
                 prompts.append(p)

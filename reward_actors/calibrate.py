@@ -41,9 +41,9 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -167,64 +167,70 @@ def wrong_character_scenes(story: Story, scene: int) -> int | None:
     return others[-1] if others else None
 
 
-def _spearman(model: list, reader: list) -> float:
-    return float(spearmanr(model, reader, nan_policy="omit").statistic)
+def _spearman(model: list, reader: list, nan_policy: str = "omit") -> float:
+    # [0] is .statistic, which scipy's runtime-made result class hides from type checkers
+    return float(cast(float, spearmanr(model, reader, nan_policy=nan_policy)[0]))
 
 
-def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -> dict:
-    stories = [sample_story(seed + i, split, 8, 4) for i in range(n_sets)]
-    prompt_sets = [prompt_set_of(story, f"{split}-{seed + i}") for i, story in enumerate(stories)]
-    untagged = [dataclasses.replace(ps, subjects=None) for ps in prompt_sets]
-    histories = [history_scenes(story, ps, un) for story, ps, un in zip(stories, prompt_sets, untagged)]
-    videos, fps = generate_all(prompt_sets, seed)
-    align, ident, art = AlignmentScorer(), IdentityScorer(identity), ArtifactScorer()
-    weights = dict(RewardConfig().weights)
-    rng = np.random.default_rng(seed)
-    a_model, a_reader, mean_reward = [], [], {s: [] for s in STRATEGIES}
-    i_model = {p: [] for p in PROTOCOLS}
-    i_pairs = {p: [] for p in PROTOCOLS}
-    i_votes = {p: [] for p in PROTOCOLS}
-    trap_true, trap_spoiled = [], []
-    for name, frames_all in videos.items():
-        for story, ps, hist, frames in zip(stories, prompt_sets, histories, frames_all):
-            batch = video_scene_batch([frames], ps, fps)  # the production batch: history chosen from the prompts
-            identities = identity_by_protocol(ident, batch.prompts, frames, fps, hist)
-            results = {"alignment": align.score(batch), "identity": identities["text"], "artifacts": art.score(batch)}
-            mean_reward[name].append(float(np.nanmean(combine(results, weights).total)))
-            swapped = [swap_background(p, sc.background, rng) for p, sc in zip(batch.prompts, story.scenes)]
-            a_swapped = align.score(SceneBatch(batch.frames, swapped)).scores
-            readers: dict[int, tuple[float, float]] = {}
-            for i, sc in enumerate(story.scenes):
-                a_model += [results["alignment"].scores[i], a_swapped[i]]
-                a_reader += [reader_alignment(batch.frames[i], sc.background), reader_alignment(batch.frames[i], swapped[i].split()[-1])]
-                for protocol, res in identities.items():
-                    if not res.valid[i]:
-                        continue
-                    if i not in readers:  # the readers read ground truth, whichever history the reward used
-                        readers[i] = (reader_identity_pairs(story, frames, fps, i), reader_identity_votes(story, frames, fps, i))
-                    i_model[protocol].append(res.scores[i])
-                    i_pairs[protocol].append(readers[i][0])
-                    i_votes[protocol].append(readers[i][1])
-            if name == "oracle":
-                spoiled, rows = frames.copy(), []
-                for i in range(len(story.scenes)):
-                    other = wrong_character_scenes(story, i)
-                    if other is not None and identities["text"].valid[i]:
-                        spoiled[i * fps : (i + 1) * fps] = frames[other * fps : (other + 1) * fps]
-                        rows.append(i)
-                if rows:
-                    res = ident.score(SceneBatch([spoiled[i * fps : (i + 1) * fps] for i in rows], [batch.prompts[i] for i in rows],
-                                                 [batch.history[i] for i in rows]))  # fmt: skip
-                    trap_true += [identities["text"].scores[i] for i in rows]
-                    trap_spoiled += list(res.scores)
-    above = np.array(mean_reward["oracle"]) > np.array(mean_reward["random"])
-    trap_true, trap_spoiled = np.array(trap_true), np.array(trap_spoiled)
+@dataclass
+class _Tally:
+    """What ``calibrate`` gathers over every generated video, for its report."""
+
+    a_model: list = field(default_factory=list)  # alignment reward, per (scene, prompt) pair
+    a_reader: list = field(default_factory=list)  # the readers' alignment, same pairs
+    mean_reward: dict[str, list] = field(default_factory=lambda: {s: [] for s in STRATEGIES})  # per strategy, per video
+    i_model: dict[str, list] = field(default_factory=lambda: {p: [] for p in PROTOCOLS})  # identity reward, per protocol
+    i_pairs: dict[str, list] = field(default_factory=lambda: {p: [] for p in PROTOCOLS})  # frame-pair readers, same scenes
+    i_votes: dict[str, list] = field(default_factory=lambda: {p: [] for p in PROTOCOLS})  # scene-vote readers, same scenes
+    trap_true: list = field(default_factory=list)  # production identity reward of each wrong-character scene
+    trap_spoiled: list = field(default_factory=list)  # the same scene spoiled with the other character's
+
+
+def _tally_scenes(tally: _Tally, story: Story, frames: np.ndarray, fps: int, batch: SceneBatch, swapped: list[str],
+                  alignment: tuple[np.ndarray, np.ndarray], identities: dict[str, ScoreResult]) -> None:  # fmt: skip
+    """Per scene: the alignment reward of its own and its swapped prompt (``alignment``) beside the
+    readers' value, and its identity reward under each protocol beside the readers'."""
+    own, wrong = alignment
+    readers: dict[int, tuple[float, float]] = {}
+    for i, sc in enumerate(story.scenes):
+        tally.a_model += [own[i], wrong[i]]
+        tally.a_reader += [reader_alignment(batch.frames[i], sc.background), reader_alignment(batch.frames[i], swapped[i].split()[-1])]
+        for protocol, res in identities.items():
+            if not res.valid[i]:
+                continue
+            if i not in readers:  # the readers read ground truth, whichever history the reward used
+                readers[i] = (reader_identity_pairs(story, frames, fps, i), reader_identity_votes(story, frames, fps, i))
+            tally.i_model[protocol].append(res.scores[i])
+            tally.i_pairs[protocol].append(readers[i][0])
+            tally.i_votes[protocol].append(readers[i][1])
+
+
+def _tally_wrong_character(tally: _Tally, ident: IdentityScorer, story: Story, frames: np.ndarray, fps: int, batch: SceneBatch,
+                           production: ScoreResult) -> None:  # fmt: skip
+    """Spoil each returning scene whose video showed another character earlier with that character's
+    latest earlier scene; tally the production identity reward before and after."""
+    spoiled, rows = frames.copy(), []
+    for i in range(len(story.scenes)):
+        other = wrong_character_scenes(story, i)
+        if other is not None and production.valid[i]:
+            spoiled[i * fps : (i + 1) * fps] = frames[other * fps : (other + 1) * fps]
+            rows.append(i)
+    if rows:  # the rows' prompts and production history, their frames spoiled
+        res = ident.score(dataclasses.replace(batch.subset(rows), frames=[spoiled[i * fps : (i + 1) * fps] for i in rows]))
+        tally.trap_true += [production.scores[i] for i in rows]
+        tally.trap_spoiled += list(res.scores)
+
+
+def _report(tally: _Tally, histories: list[dict[str, list[list[int]]]], models: dict[str, list[str]]) -> dict:
+    """The calibration figures of a tally (``calibrate``'s report, less its arguments)."""
+    above = np.array(tally.mean_reward["oracle"]) > np.array(tally.mean_reward["random"])
+    trap_true, trap_spoiled = np.array(tally.trap_true), np.array(tally.trap_spoiled)
     trap_ok = ~np.isnan(trap_spoiled)
     n_scenes = sum(len(h["text"]) for h in histories)
-    differ = lambda p: sum(a != b for h in histories for a, b in zip(h[p], h["ground_truth"]))  # noqa: E731
-    report = {
-        "split": split, "seed": seed, "prompt_sets": n_sets,
-        "spearman_alignment": float(spearmanr(a_model, a_reader).statistic),
+    differ = lambda p: sum(a != b for h in histories for a, b in zip(h[p], h["ground_truth"], strict=True))  # noqa: E731
+    i_model, i_pairs, i_votes = tally.i_model, tally.i_pairs, tally.i_votes
+    return {
+        "spearman_alignment": _spearman(tally.a_model, tally.a_reader, nan_policy="propagate"),
         "spearman_identity": _spearman(i_model["text"], i_pairs["text"]),
         "spearman_identity_scene_vote": _spearman(i_model["text"], i_votes["text"]),
         "spearman_identity_ground_truth_history": _spearman(i_model["ground_truth"], i_pairs["ground_truth"]),
@@ -240,15 +246,39 @@ def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -
         "identity_wrong_character_mean_scores": {"own": float(np.mean(trap_true[trap_ok])) if trap_ok.any() else float("nan"),
                                                   "spoiled": float(np.mean(trap_spoiled[trap_ok])) if trap_ok.any() else float("nan")},
         "oracle_above_random": float(above.mean()),
-        "mean_combined_reward": {k: float(np.mean(v)) for k, v in mean_reward.items()},
-        "alignment_pairs": len(a_model),
+        "mean_combined_reward": {k: float(np.mean(v)) for k, v in tally.mean_reward.items()},
+        "alignment_pairs": len(tally.a_model),
         "identity_pairs": len(i_model["text"]), "identity_pairs_unread": int(np.isnan(i_pairs["text"]).sum()),
         "identity_pairs_ground_truth_history": len(i_model["ground_truth"]),
         "identity_pairs_unread_ground_truth_history": int(np.isnan(i_pairs["ground_truth"]).sum()),
         "identity_pairs_untagged_history": len(i_model["untagged"]),
-        "models": {"alignment": [align.name, align.version], "identity": [ident.name, ident.version], "artifacts": [art.name, art.version]},
+        "models": models,
     }  # fmt: skip
-    return report
+
+
+def calibrate(split: str, seed: int, n_sets: int, identity: str | None = None) -> dict:
+    stories = [sample_story(seed + i, split, 8, 4) for i in range(n_sets)]
+    prompt_sets = [prompt_set_of(story, f"{split}-{seed + i}") for i, story in enumerate(stories)]
+    untagged = [dataclasses.replace(ps, subjects=None) for ps in prompt_sets]
+    histories = [history_scenes(story, ps, un) for story, ps, un in zip(stories, prompt_sets, untagged, strict=True)]
+    videos, fps = generate_all(prompt_sets, seed)
+    align, ident, art = AlignmentScorer(), IdentityScorer(identity), ArtifactScorer()
+    weights = dict(RewardConfig().weights)
+    rng = np.random.default_rng(seed)
+    tally = _Tally()
+    for name, frames_all in videos.items():
+        for story, ps, hist, frames in zip(stories, prompt_sets, histories, frames_all, strict=True):
+            batch = video_scene_batch([frames], ps, fps)  # the production batch: history chosen from the prompts
+            identities = identity_by_protocol(ident, batch.prompts, frames, fps, hist)
+            results = {"alignment": align.score(batch), "identity": identities["text"], "artifacts": art.score(batch)}
+            tally.mean_reward[name].append(float(np.nanmean(combine(results, weights).total)))
+            swapped = [swap_background(p, sc.background, rng) for p, sc in zip(batch.prompts, story.scenes, strict=True)]
+            a_swapped = align.score(SceneBatch(batch.frames, swapped)).scores
+            _tally_scenes(tally, story, frames, fps, batch, swapped, (results["alignment"].scores, a_swapped), identities)
+            if name == "oracle":
+                _tally_wrong_character(tally, ident, story, frames, fps, batch, identities["text"])
+    models = {"alignment": [align.name, align.version], "identity": [ident.name, ident.version], "artifacts": [art.name, art.version]}
+    return {"split": split, "seed": seed, "prompt_sets": n_sets} | _report(tally, histories, models)
 
 
 @dataclass(frozen=True)

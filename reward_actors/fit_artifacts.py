@@ -33,7 +33,7 @@ def labelled_scenes(split: str, n_videos: int, seed: int):
         video = render_story(sample_story(seed + i, split, world.n_scenes, world.cast_size), world)
         for sc in range(world.n_scenes):
             frames = video.frames[sc * world.frames_per_scene : (sc + 1) * world.frames_per_scene]
-            for kind in ("none",) + IMITATIONS + CORRUPTIONS:
+            for kind in ("none", *IMITATIONS, *CORRUPTIONS):
                 x = frames if kind == "none" else np.stack([corrupt(f, kind, rng) for f in frames])
                 feats.append(scene_features(x))
                 clean.append(kind not in CORRUPTIONS)
@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = cli.parse(FitArgs, argv, prog="python -m reward_actors.fit_artifacts", description=__doc__)
     x, y, _ = labelled_scenes("train", args.videos, args.seed)
     w = fit_logistic(x, y)
-    hx, hy, hk = labelled_scenes("heldout", args.videos // 2, args.seed + 100_000)
+    hx, _, hk = labelled_scenes("heldout", args.videos // 2, args.seed + 100_000)
     p = 1.0 / (1.0 + np.exp(-_design(hx) @ w))
-    report = {k: auc(p[hk == "none"], p[hk == k]) for k in CORRUPTIONS}
+    report: dict[str, float | dict[str, float]] = {k: auc(p[hk == "none"], p[hk == k]) for k in CORRUPTIONS}
     report.update({f"clean_vs_{k}": auc(p[hk == "none"], p[hk == k]) for k in IMITATIONS})
-    report["mean_p_clean"] = {k: float(p[hk == k].mean()) for k in ("none",) + IMITATIONS + CORRUPTIONS}
+    report["mean_p_clean"] = {k: float(p[hk == k].mean()) for k in ("none", *IMITATIONS, *CORRUPTIONS)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"weights": w.tolist(), "features": list(FEATURES), "heldout_auc": report}, indent=2))
     print(json.dumps(report, indent=2))

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import time
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def edit(story: Story, i: int, background: str | None = None, action: str | None
     """Prompt of scene i with its background and/or action replaced (prepositions follow)."""
     sc = story.scenes[i]
     new = dataclasses.replace(sc, background=background or sc.background, action=action or sc.action)
-    return dataclasses.replace(story, scenes=story.scenes[:i] + (new,) + story.scenes[i + 1 :]).prompt(i)
+    return dataclasses.replace(story, scenes=(*story.scenes[:i], new, *story.scenes[i + 1 :])).prompt(i)
 
 
 def _cosines(scorer: AlignmentScorer, frames: list, prompts: list, chunk: int = 512) -> np.ndarray:
@@ -76,7 +77,7 @@ def render_pool(n_stories: int, first_seed: int, split: str) -> dict:
         frames.append(video.frames.reshape(world.n_scenes, world.frames_per_scene, *video.frames.shape[1:]))
         rows += [(story, i) for i in range(world.n_scenes)]
     sc = [s.scenes[i] for s, i in rows]
-    who = [s.cast[c.character] for (s, _), c in zip(rows, sc)]
+    who = [s.cast[c.character] for (s, _), c in zip(rows, sc, strict=True)]
     identity = {ident: k for k, ident in enumerate(sorted(set(who), key=str))}
     return {
         "frames": np.concatenate(frames),
@@ -131,7 +132,7 @@ def sample_batch(pool: dict, batch: int, rng, gen: torch.Generator, mean, std) -
     neg_act = np.where(swap_bg, pool["act"][scenes], other(pool["act"][scenes], N_ACT, rng))
     rows = [pool["rows"][k] for k in scenes]
     prompts = [story.prompt(i) for story, i in rows]
-    prompts += [edit(*row, BACKGROUND_NAMES[b], ACTION_NAMES[a]) for row, b, a in zip(rows, neg_bg, neg_act)]
+    prompts += [edit(story, i, BACKGROUND_NAMES[b], ACTION_NAMES[a]) for (story, i), b, a in zip(rows, neg_bg, neg_act, strict=True)]
     return x, prompts, batch_targets(pool, scenes, neg_bg, neg_act)
 
 
@@ -224,7 +225,7 @@ def background_fraction_spearman(scorer: AlignmentScorer, n_stories: int, condit
     for seed in range(n_stories):
         story = sample_story(seed, "heldout", world.n_scenes, world.cast_size)
         wrong_bg = [BACKGROUND_NAMES[other(BACKGROUND_NAMES.index(sc.background), N_BG, rng)] for sc in story.scenes]
-        moved = tuple(dataclasses.replace(sc, background=b) for sc, b in zip(story.scenes, wrong_bg))
+        moved = tuple(dataclasses.replace(sc, background=b) for sc, b in zip(story.scenes, wrong_bg, strict=True))
         wrong = dataclasses.replace(story, scenes=moved)
         shape = (world.n_scenes, world.frames_per_scene, 32, 32, 3)
         right_frames, wrong_frames = (render_story(s, world).frames.reshape(shape) for s in (story, wrong))
@@ -236,7 +237,8 @@ def background_fraction_spearman(scorer: AlignmentScorer, n_stories: int, condit
             frames.append(_look(scene, condition, rng))
             prompts.append(story.prompt(i))
             fraction.append(1 - k / world.frames_per_scene)
-    return float(spearmanr(_cosines(scorer, frames, prompts), fraction).statistic)  # rank-invariant to the score map
+    # rank-invariant to the score map; [0] is .statistic, which scipy's runtime-made result class hides from type checkers
+    return float(cast(float, spearmanr(_cosines(scorer, frames, prompts), fraction)[0]))
 
 
 def evaluate(scorer: AlignmentScorer, n_stories: int, seed: int) -> dict:

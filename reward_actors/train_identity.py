@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -89,7 +90,7 @@ def make_batch(classes: list[Identity], n: int, rng: np.random.Generator, detect
                generated: GeneratedCrops | None = None, generated_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """-> (x (n, 3, 112, 112), labels (n,)): freshly rendered, imitated, detected crops, and a
     ``generated_fraction`` of the batch drawn from the generator's own labelled crops."""
-    n_gen = 0 if generated is None else int(round(generated_fraction * n))
+    n_gen = 0 if generated is None else round(generated_fraction * n)
     labels = rng.integers(len(classes), size=n - n_gen)
     crops = []
     for k in labels:
@@ -97,7 +98,7 @@ def make_batch(classes: list[Identity], n: int, rng: np.random.Generator, detect
         frame, (ys, xs) = imitate_generator(frame, rng), np.nonzero(mask)
         box = detector.bbox(frame) or (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)  # true box if augmentation hid it
         crops.append(detector.crop_box(frame, box))
-    if n_gen:
+    if n_gen and generated is not None:  # n_gen > 0 only with generated crops
         pick = rng.integers(len(generated.labels), size=n_gen)
         crops += [generated.crops[i] for i in pick]
         labels = np.concatenate([labels, generated.labels[pick]])
@@ -144,7 +145,7 @@ class ArcFaceLoss(nn.Module):
 
 def attribute_targets(classes: list[Identity]) -> torch.Tensor:
     """(C, 5) index of each class's (shape, colour1, colour2, pattern, size) value."""
-    return torch.tensor([[vals.index(a) for vals, a in zip(ATTRIBUTE_VALUES, c.attributes())] for c in classes])
+    return torch.tensor([[vals.index(a) for vals, a in zip(ATTRIBUTE_VALUES, c.attributes(), strict=True)] for c in classes])
 
 
 def export_onnx(model: IdentityNet, out: Path) -> None:
@@ -180,7 +181,7 @@ def train(minutes: float, steps: int | None, seed: int, batch: int, attr_weight:
         x, y = make_batch(classes, batch, rng, detector, generated, generated_fraction)
         emb = model(x)
         loss = arc(emb, y)
-        aux = sum(F.cross_entropy(head(emb), attrs[y, i]) for i, head in enumerate(readout)) / 5
+        aux = cast(torch.Tensor, sum(F.cross_entropy(head(emb), attrs[y, i]) for i, head in enumerate(readout))) / 5  # 5 heads: a tensor
         opt.zero_grad()
         (loss + attr_weight * aux).backward()
         opt.step()
@@ -206,7 +207,7 @@ def render_scene(ident: Identity, rng: np.random.Generator, n_frames: int = 4, s
     bg, action = BACKGROUND_NAMES[rng.integers(len(BACKGROUND_NAMES))], ACTION_NAMES[rng.integers(len(ACTION_NAMES))]
     pos = np.array([rng.uniform(0.45, 0.62), rng.uniform(0.35, 0.65)]) * size + action_offsets(action, n_frames)
     frames = np.repeat(background(bg, size)[None], n_frames, 0)
-    for f, (cy, cx) in zip(frames, pos):
+    for f, (cy, cx) in zip(frames, pos, strict=True):
         paste(f, ident, cy, cx)
     return frames
 
@@ -278,8 +279,8 @@ def report(onnx: Path, seed: int = 0, n_pairs: int = 2000, n_stories: int = 16) 
         batch = SceneBatch(news, ["p"] * len(news), hists)
         parts = [scorer.score(batch.subset(list(range(i, min(i + 64, len(batch)))))) for i in range(0, len(batch), 64)]
         scores, ok = np.concatenate([r.scores for r in parts]), np.concatenate([r.valid for r in parts])
-        agree = np.array([attribute_agreement(read_scene(a).subject, read_scene(b).subject) for a, b in zip(news, hists)])
-        rho = spearmanr(scores[ok], agree[ok]).statistic
+        agree = np.array([attribute_agreement(read_scene(a).subject, read_scene(b).subject) for a, b in zip(news, hists, strict=True)])
+        rho = cast(float, spearmanr(scores[ok], agree[ok])[0])  # .statistic, hidden from type checkers by scipy's runtime-made class
         by = {g: float(np.nanmean(scores[np.array(groups) == g])) for g in dict.fromkeys(groups)}
         tag = "degraded" if degrade else "clean"
         out[f"spearman {tag}"] = {"spearman": float(rho), "pairs": int(ok.sum()), "masked": int((~ok).sum()), "mean score": by}
