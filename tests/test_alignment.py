@@ -35,7 +35,7 @@ def heldout():
     return frames, [p for s in stories for p in s.prompts()], stories
 
 
-@pytest.fixture()
+@pytest.fixture
 def tiny_checkpoint(tmp_path):
     """(config .json path, checkpoint path, state_dict) of a random tiny CLIP saved as a user would."""
     import open_clip
@@ -107,8 +107,8 @@ def test_loader_errors_are_clear(tiny_checkpoint, tmp_path):
 
 def test_scene_batch_rejects_bad_frames(heldout):
     frames, prompts, _ = heldout
-    for bad in (frames[0].astype(np.float32), frames[0][..., 0], frames[0][:0]):
-        with pytest.raises(ValueError):
+    for bad, why in ((frames[0].astype(np.float32), "must be uint8"), (frames[0][..., 0], "must have shape"), (frames[0][:0], "has no frames")):
+        with pytest.raises(ValueError, match=why):
             SceneBatch([bad], prompts[:1])
 
 

@@ -56,7 +56,8 @@ def test_no_arrow_points_the_wrong_way(package):
 def test_the_arrow_test_would_catch_each_kind_of_violation():
     path = REPO / "serving" / "generator.py"
     for code, culprit in [("import learner.actor", "learner"), ("from reward_actors.videos import VideoScorer", "reward_actors"),
-                          ("x = importlib.import_module('cluster.refine')", "cluster"), ("REFINER = 'cluster.refine:Refiner'", "cluster")]:  # fmt: skip
+                          ("x = importlib.import_module('cluster.refine')", "cluster"),
+                          ("REFINER = 'cluster.refine:Refiner'", "cluster")]:  # fmt: skip
         assert violations("serving", path, ast.parse(code)) == {culprit}
     assert violations(CORE, REPO / "inflvg" / "refine.py", ast.parse("import ray")) == {"ray"}
     assert violations("serving", path, ast.parse("from inflvg.refine import Refiner\nimport ray\nNOTE = 'see serving.app'")) == set()

@@ -39,7 +39,7 @@ def ray_head(tmp_path_factory):
     yield f"http://127.0.0.1:{dash}", env
     # only this head: `ray stop` would also stop every other Ray on the machine (a user's demo)
     for sig in ("-TERM", "-KILL"):
-        subprocess.run(["pkill", sig, "-f", env["RAY_TMPDIR"]], capture_output=True, timeout=60)
+        subprocess.run(["pkill", sig, "-f", env["RAY_TMPDIR"]], check=False, capture_output=True, timeout=60)  # exit 1: nothing left to stop
         time.sleep(2)
 
 
@@ -47,7 +47,7 @@ def submit(address: str, env: dict, *args: str, wait: bool = True) -> subprocess
     runtime_env = json.dumps({"env_vars": {"OMP_NUM_THREADS": "1"}})
     cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--runtime-env-json", runtime_env,
            *([] if wait else ["--no-wait"]), "--", sys.executable, "-m", "cluster.train", "--preset", "debug", *args]  # fmt: skip
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=900)
 
 
 def logged_steps(run: Path) -> list[int]:
@@ -109,7 +109,8 @@ def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, 
     while not (run / "checkpoints" / "latest").exists():  # the first checkpoint: after step 0
         assert time.monotonic() < deadline, "no checkpoint written in 10 minutes"
         time.sleep(0.2)
-    drivers = subprocess.run(["pgrep", "-f", f"cluster.train --preset debug --output-root {tmp_path}"], capture_output=True, text=True)
+    pattern = f"cluster.train --preset debug --output-root {tmp_path}"
+    drivers = subprocess.run(["pgrep", "-f", pattern], check=False, capture_output=True, text=True)  # none found: asserted below
     for pid in drivers.stdout.split():
         os.kill(int(pid), signal.SIGKILL)  # a crash mid-run: no cleanup, no final checkpoint
     assert drivers.stdout.split() and not (run / "policy.pt").exists()
@@ -138,7 +139,7 @@ def test_a_bad_prompt_file_fails_before_anything_starts(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"0": "A dog runs", "1": "The dog sleeps"}\n{"0": "A cat", "subjects": ["dog"]}\n')
     r = subprocess.run([sys.executable, "-m", "cluster.train", "--preset", "debug", "--prompts", str(bad), "--output-root", str(tmp_path / "runs")],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
+                       check=False, capture_output=True, text=True, timeout=120, cwd=REPO)  # fmt: skip
     assert r.returncode == 2 and f"{bad}:2, key 'subjects': subject tag 'dog'" in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing half-trained
 

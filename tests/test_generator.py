@@ -6,10 +6,10 @@ import torch
 
 from inflvg.context import STRATEGIES, make_strategy
 from inflvg.context.base import ContextStrategy
-from inflvg.generator.cache import KVCache
-from inflvg.generator.rope import apply_rope, rope_tables, temporal_freqs
 from inflvg.generate import generate
 from inflvg.generator.backend import StoryWorldGenerator
+from inflvg.generator.cache import KVCache
+from inflvg.generator.rope import apply_rope, rope_tables, temporal_freqs
 from inflvg.generator.weights import load_generator, save_generator
 from inflvg.protocol import load_backend
 from inflvg.world import sample_prompt_set
@@ -46,7 +46,7 @@ def test_budgeted_context_is_constant_while_full_grows(tiny, tiny_gen):
 
 
 def test_same_seed_same_video_and_strategies_share_noise(tiny, tiny_gen):
-    model, world, ctx = tiny
+    _, world, _ = tiny
     s = stories(world)
     a = generate(tiny_gen, s, make_strategy("random"), seed=5)
     b = generate(tiny_gen, s, make_strategy("random"), seed=5)
@@ -58,7 +58,7 @@ def test_same_seed_same_video_and_strategies_share_noise(tiny, tiny_gen):
 
 
 def test_gather_returns_exactly_the_selected_pool_tokens(tiny):
-    model, world, ctx = tiny
+    model, _, ctx = tiny
     cache = KVCache(model, n_videos=2, total_frames=8, ctx=ctx, full_history=False)
     d, L = model.cfg.d_model, model.cfg.n_layers
     for t in range(6):
@@ -76,7 +76,7 @@ def test_gather_returns_exactly_the_selected_pool_tokens(tiny):
 
 def test_unselected_pool_tokens_do_not_change_the_output(tiny, tiny_gen):
     """The frame depends on the selected tokens only: shuffling what else the pool holds changes nothing."""
-    model, world, ctx = tiny
+    _, world, ctx = tiny
 
     class First(ContextStrategy):
         name = "first"
@@ -119,7 +119,7 @@ def test_weights_round_trip_and_missing_file(tiny, tmp_path):
     a = generate(StoryWorldGenerator(model, world, ctx), s, make_strategy("far"), seed=2)
     b = generate(StoryWorldGenerator(loaded, w2, c2), s, make_strategy("far"), seed=2)
     assert np.array_equal(a.frames, b.frames)
-    with pytest.raises(FileNotFoundError, match="generator weights not found at .*nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"generator weights not found at .*nope\.pt"):
         load_generator(tmp_path / "nope.pt")
 
 
@@ -138,7 +138,7 @@ def test_shipped_weights_load_and_generate():
 
 
 def test_shared_noise_makes_a_group_differ_only_by_selection(lively, lively_gen):
-    model, world, ctx = lively
+    _, world, _ = lively
     story = stories(world, n=1)[0]
     res = generate(lively_gen, [story] * 3, make_strategy("far"), seed=4, shared_noise=True)
     assert np.array_equal(res.frames[0], res.frames[1]) and np.array_equal(res.frames[1], res.frames[2])

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from inflvg.rollout import Rollout, Transition
 from inflvg.grpo import (
     advantage_stats,
     clipped_objective,
@@ -17,6 +16,7 @@ from inflvg.grpo import (
     per_transition_credit,
     stack_scene_rewards,
 )
+from inflvg.rollout import Rollout, Transition
 
 # rewards [1, 2, 3, 4]: mean 2.5, population variance (2.25 + 0.25 + 0.25 + 2.25) / 4 = 1.25,
 # std sqrt(1.25) = 1.1180340; advantages (r - 2.5) / 1.1180340

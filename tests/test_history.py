@@ -11,7 +11,8 @@ import pytest
 from inflvg.config import WorldConfig
 from inflvg.prompts import load_prompts
 from inflvg.world import prompt_set_of, render_story, sample_story
-from inflvg.world.story import Scene, subject_history as ground_truth_history
+from inflvg.world.story import Scene
+from inflvg.world.story import subject_history as ground_truth_history
 from reward_actors.history import named_history, video_scene_batch
 from reward_actors.identity import IdentityScorer
 from reward_actors.types import SceneBatch
@@ -63,7 +64,7 @@ def test_storyworld_history_is_exactly_the_named_characters_earlier_scenes(seed,
 def test_free_text_history_is_the_earlier_scenes_of_the_subject_the_prompt_names():
     prompt_sets = load_prompts(FREE_TEXT)
     assert len(prompt_sets) == len(FREE_TEXT_SUBJECTS) and all(ps.subjects is None for ps in prompt_sets)
-    for ps, subjects in zip(prompt_sets, FREE_TEXT_SUBJECTS):
+    for ps, subjects in zip(prompt_sets, FREE_TEXT_SUBJECTS, strict=True):
         batch = video_scene_batch([numbered_video(ps.n_scenes)], ps, FPS)
         for s, who in enumerate(subjects):
             truth = [i for i in range(s) if subjects[i] == who]
@@ -74,7 +75,8 @@ def test_free_text_history_is_the_earlier_scenes_of_the_subject_the_prompt_names
 def test_tags_decide_when_a_file_has_them():
     ps = load_prompts(FREE_TEXT)[0]
     # tagged as a person would tag it: the fisherman of scene 3 is tagged like scene 0's subject
-    tagged = dataclasses.replace(ps, subjects=("golden retriever", "grey tabby cat", "golden retriever", "golden retriever", None, "golden retriever"))
+    subjects = ("golden retriever", "grey tabby cat", "golden retriever", "golden retriever", None, "golden retriever")
+    tagged = dataclasses.replace(ps, subjects=subjects)
     got = [scenes_in(named_history(numbered_video(ps.n_scenes), tagged, FPS, s)) for s in range(ps.n_scenes)]
     assert got == [[], [], [0], [0, 2], [], [0, 2, 3]]  # scene 4 has no tag: no subject, no history
 
@@ -83,7 +85,7 @@ def story_with(order: list[int], seed: int = 3) -> "object":
     """A held-out StoryWorld story whose scenes show the cast in ``order``."""
     base = sample_story(seed, "heldout", len(order), max(order) + 1)
     scenes, seen = [], set()
-    for c, sc in zip(order, base.scenes):
+    for c, sc in zip(order, base.scenes, strict=True):
         scenes.append(Scene(c, sc.background, sc.action, c not in seen))
         seen.add(c)
     return dataclasses.replace(base, scenes=tuple(scenes))

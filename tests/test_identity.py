@@ -165,7 +165,7 @@ def test_unscorable_scenes_are_masked_with_a_reason(random_pack, story_scenes):
 
 
 @pytest.mark.parametrize(
-    "frames, match",
+    ("frames", "match"),
     [
         (np.zeros((2, 32, 32, 3), np.float32), "uint8"),
         (np.zeros((32, 32, 3), np.uint8), "shape"),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from inflvg.grpo import credit_transitions, grpo_loss
 from inflvg.policy import N_EXTRA, PolicyConfig, SelectionPolicy, gumbel_top_k, plackett_luce_log_prob
 from inflvg.rollout import Rollout, Transition, collate_transitions, group_rollouts
 from learner.checkpoint import (
@@ -23,7 +24,6 @@ from learner.checkpoint import (
     staging_dir,
 )
 from learner.config import LearnerConfig
-from inflvg.grpo import credit_transitions, grpo_loss
 
 POLICY = PolicyConfig(d_feature=16, d_prompt=8, d_model=16, n_heads=2, hidden=32)
 CFG = LearnerConfig(policy=POLICY, lr=1e-2, zero_stage=0, minibatch_size=64, epochs=2, seed=3)
@@ -64,7 +64,7 @@ def torch_reference_update(cfg: LearnerConfig, weights: dict, rollouts: list[Rol
     policy.load_state_dict(weights)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     transitions, adv, valid = credit_transitions(group_rollouts(rollouts))
-    b = collate_transitions([t for t, v in zip(transitions, valid) if v])
+    b = collate_transitions([t for t, v in zip(transitions, valid, strict=True) if v])
     for _ in range(cfg.epochs):
         logp = plackett_luce_log_prob(policy(b.features, b.prompt_tokens, b.prompt_mask, b.valid), b.chosen, b.valid)
         loss, _ = grpo_loss(logp, b.logp_old, adv[valid], clip_eps=cfg.clip_eps)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from inflvg.generate import generate
+from inflvg.grpo import credit_transitions, grpo_loss
 from inflvg.policy import (
     N_EXTRA,
     LearnedStrategy,
@@ -27,7 +28,6 @@ from inflvg.policy import (
 from inflvg.protocol import Pool
 from inflvg.rollout import collate_transitions
 from inflvg.world import sample_prompt_set
-from inflvg.grpo import credit_transitions, grpo_loss
 
 
 def slow_pl_log_prob(scores: list, picks: tuple) -> float:
@@ -39,7 +39,7 @@ def slow_pl_log_prob(scores: list, picks: tuple) -> float:
     return math.log(p)
 
 
-@pytest.mark.parametrize("n,k", [(5, 3), (4, 4), (6, 1)])
+@pytest.mark.parametrize(("n", "k"), [(5, 3), (4, 4), (6, 1)])
 def test_plackett_luce_matches_brute_force_enumeration(n, k):
     scores = torch.randn(n, generator=torch.Generator().manual_seed(n * 10 + k)) * 2
     tuples = list(itertools.permutations(range(n), k))
@@ -123,8 +123,8 @@ def test_config_validation_and_checkpoint_round_trip(tmp_path):
     save_policy(policy, tmp_path / "p" / "policy.pt")
     loaded = load_policy(tmp_path / "p" / "policy.pt")
     assert loaded.cfg == policy.cfg
-    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), loaded.state_dict().values()))
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), loaded.state_dict().values(), strict=True))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_policy(tmp_path / "missing.pt")
 
 
@@ -134,7 +134,7 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny_gen):
     strategy = LearnedStrategy(policy, PromptEmbedder(tiny_gen), seed=7)
     res = generate(tiny_gen, stories, strategy, seed=3)
     assert [st.scene for st in strategy.transitions] == [1, 2]  # scene 0 has an empty pool: no action
-    for st, sel in zip(strategy.transitions, res.selections[1:]):
+    for st, sel in zip(strategy.transitions, res.selections[1:], strict=True):
         assert np.array_equal(st.chosen.numpy(), sel) and ((sel >= 0) & (sel < st.pool_size)).all()
         assert all(len(set(row.tolist())) == len(row) for row in sel)
     # the learner recomputes the log-probs from the records alone, padded to one batch
@@ -145,7 +145,7 @@ def test_learned_strategy_in_generate_records_replayable_transitions(tiny_gen):
     assert torch.allclose(logp, batch.logp_old, atol=1e-4)
     greedy = LearnedStrategy(policy, PromptEmbedder(tiny_gen), greedy=True, record=False)
     a, b = (generate(tiny_gen, stories, greedy, seed=3).selections for _ in range(2))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b)) and greedy.transitions == []
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)) and greedy.transitions == []
 
 
 def test_per_video_seeds_draw_each_row_as_a_batch_of_one_would():
@@ -193,7 +193,7 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     group = [
         Rollout("s", 0, i, 0, 0, i, np.array([np.nan, r], np.float32), transitions=[Transition(
             1, feats[0].numpy(), prompt[0].numpy(), mask[0].numpy(), c[0].numpy(), float(plackett_luce_log_prob(logits, c)))])
-        for i, (c, r) in enumerate(zip(chosen, [1.0, 0.0, 0.2, 0.5]))
+        for i, (c, r) in enumerate(zip(chosen, [1.0, 0.0, 0.2, 0.5], strict=True))
     ]  # fmt: skip
     transitions, adv, valid = credit_transitions([group])
     batch = collate_transitions(transitions)
@@ -202,11 +202,11 @@ def test_a_grpo_step_raises_the_probability_of_the_best_rewarded_selection():
     for _ in range(3):
         logits = policy(batch.features, batch.prompt_tokens, batch.prompt_mask, batch.valid)
         logp = plackett_luce_log_prob(logits, batch.chosen, batch.valid)
-        loss, stats = grpo_loss(logp, batch.logp_old, adv, valid)
+        loss, _ = grpo_loss(logp, batch.logp_old, adv, valid)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert all(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before, policy.parameters(), strict=True))
     with torch.no_grad():
         after = plackett_luce_log_prob(policy(feats, prompt, mask), chosen[0])
     assert after.item() > batch.logp_old[0].item() + 0.05

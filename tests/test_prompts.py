@@ -35,7 +35,7 @@ GOOD = json.dumps({"0": "A dog runs", "1": "The dog sleeps"})
 
 
 @pytest.mark.parametrize(
-    "row, key, message",
+    ("row", "key", "message"),
     [
         ('{"0": "A dog', None, "not valid JSON"),
         (json.dumps({"0": 7}), "'0'", "must be a string, got int"),

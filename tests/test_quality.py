@@ -1,8 +1,8 @@
 """The benchmark's per-video scores on ground-truth renders, and after a returning scene is spoiled."""
 
-import numpy as np
-
 from dataclasses import replace
+
+import numpy as np
 
 from inflvg.bench.quality import score_video
 from inflvg.config import WorldConfig

@@ -36,13 +36,13 @@ def videos():
 def _accuracy(videos, transform):
     hits = {k: [] for k in ("background", *ATTRS, "character")}
     for story, video in videos:
-        for t, frame in enumerate(video.frames):
-            frame = transform(frame)
+        for t, raw in enumerate(video.frames):
+            frame = transform(raw)
             truth = story.cast[video.character[t]]
             bg = read_background(frame)
             reading = read_subject(frame, bg)
             hits["background"].append(bg == video.background[t])
-            for a, want in zip(ATTRS, truth.attributes()):
+            for a, want in zip(ATTRS, truth.attributes(), strict=True):
                 hits[a].append(reading is not None and getattr(reading, a) == want)
             hits["character"].append(which_character(reading, story.cast) == video.character[t])
     return {k: np.mean(v) for k, v in hits.items()}
@@ -101,7 +101,7 @@ def test_which_character_and_agreement():
 
 def test_artifact_score_flags_corruptions(videos):
     rng = np.random.default_rng(2)
-    frames = [(f, int(b)) for _, v in videos for f, b in zip(v.frames[::3], v.background[::3])]
+    frames = [(f, int(b)) for _, v in videos for f, b in zip(v.frames[::3], v.background[::3], strict=True)]
     clean = [artifact_score(f, b) for f, b in frames]
     degraded = [artifact_score(g, read_background(g)) for g in (corrupt(f, "degrade", rng) for f, _ in frames)]
     assert max(clean) < 0.05 and np.mean(degraded) < 0.1

@@ -53,7 +53,8 @@ def test_refinement_updates_a_private_copy_and_repeats_exactly(refiner, story):
 
 
 def test_refinement_from_scratch_and_bad_steps(refiner, story):
-    fresh = refiner.refine(None, prompt_set_of(story, "s"), steps=1, seed=0, policy_cfg=PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32))
+    policy_cfg = PolicyConfig(d_feature=32, d_prompt=32, d_model=16, n_heads=2, hidden=32)
+    fresh = refiner.refine(None, prompt_set_of(story, "s"), steps=1, seed=0, policy_cfg=policy_cfg)
     assert len(fresh.curve) == 1
     assert refiner.refine(None, prompt_set_of(story, "s"), steps=0, seed=0).curve == []
     with pytest.raises(ValueError, match="steps"):

@@ -22,9 +22,9 @@ def make_rollout(seed: int, frames: bool) -> Rollout:
             scene=s, features=rng.standard_normal((16 * s, 35)).astype(np.float32),
             prompt_tokens=rng.standard_normal((24, 32)).astype(np.float32), prompt_mask=np.arange(24) < 6 + s,
             chosen=np.array([3, 0, 7, -1][: 2 + s], np.int64), logp_old=float(np.float32(rng.standard_normal())),
-        )  # fmt: skip
+        )
         for s in (1, 2)
-    ]
+    ]  # fmt: skip
     return Rollout(
         prompt_set_id=f"story-{seed}", group_id=seed // 2, rollout_index=seed % 2, policy_version=5, noise_seed=11,
         selection_seed=100 + seed, scene_rewards=np.array([0.5, np.nan, 0.25], np.float32),
@@ -48,7 +48,7 @@ def assert_same(a: Rollout, b: Rollout) -> None:
     if a.frames is not None:
         same(a.frames, b.frames)
     assert len(a.transitions) == len(b.transitions)
-    for s, t in zip(a.transitions, b.transitions):
+    for s, t in zip(a.transitions, b.transitions, strict=True):
         assert s.scene == t.scene and s.logp_old == t.logp_old
         for f in ("features", "prompt_tokens", "prompt_mask", "chosen"):
             same(getattr(s, f), getattr(t, f))
@@ -58,16 +58,16 @@ def test_arrow_round_trip_is_exact():
     rollouts = [make_rollout(i, frames=i == 0) for i in range(4)]
     table = to_arrow(rollouts)
     assert table.num_rows == 4
-    for a, b in zip(rollouts, from_arrow(table)):
+    for a, b in zip(rollouts, from_arrow(table), strict=True):
         assert_same(a, b)
 
 
 def test_parquet_round_trip_and_missing_file(tmp_path):
     rollouts = [make_rollout(i, frames=True) for i in range(2)]
     write_parquet(rollouts, tmp_path / "replay" / "step0.parquet")
-    for a, b in zip(rollouts, read_parquet(tmp_path / "replay" / "step0.parquet")):
+    for a, b in zip(rollouts, read_parquet(tmp_path / "replay" / "step0.parquet"), strict=True):
         assert_same(a, b)
-    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.parquet"):
         read_parquet(tmp_path / "nope.parquet")
 
 

@@ -66,12 +66,12 @@ def expected(worker, prompt_sets):
 
 def assert_same(a: list, b: list) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         for f in ("prompt_set_id", "group_id", "rollout_index", "policy_version", "noise_seed", "selection_seed", "prompts"):
             assert getattr(x, f) == getattr(y, f), f
         assert np.array_equal(x.frames, y.frames) and np.array_equal(x.scene_rewards, y.scene_rewards, equal_nan=True)
         assert [t.scene for t in x.transitions] == [t.scene for t in y.transitions]
-        for s, t in zip(x.transitions, y.transitions):
+        for s, t in zip(x.transitions, y.transitions, strict=True):
             assert s.logp_old == t.logp_old
             for f in ("features", "prompt_tokens", "prompt_mask", "chosen"):
                 assert np.array_equal(getattr(s, f), getattr(t, f)), f
@@ -149,7 +149,7 @@ def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weigh
 
 
 @pytest.mark.parametrize(
-    "field,value",
+    ("field", "value"),
     [("group_size", 1), ("budget_k", 0), ("replicas", 0), ("threads", 0), ("max_restarts", -1), ("num_gpus", -1.0),
      ("generator_weights", ""), ("generator", "wan")],
 )  # fmt: skip

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
+from inflvg.video import encode
 from serving.config import ServeConfig, api_key_hash, check_bind, is_loopback
 from serving.jobs import FieldError, Job, check_strategy, prompt_set_of
 from serving.schema import example_scenes, request_model
-from inflvg.video import encode
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "k" * 32
@@ -27,9 +27,10 @@ def decode(data: bytes) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-@pytest.mark.parametrize("fields, named", [
+@pytest.mark.parametrize(("fields", "named"), [
     ({"max_batch_size": 0}, "max_batch_size"), ({"num_gpus": -1.0}, "num_gpus"), ({"device": "tpu"}, "device"),
-    ({"policy": "a.pt", "model_uri": "runs:/x/policy"}, "model_uri"), ({"num_replicas": 3, "max_replicas": 2}, "max_replicas"), ({"max_replicas": 2.5}, "max_replicas"),
+    ({"policy": "a.pt", "model_uri": "runs:/x/policy"}, "model_uri"), ({"num_replicas": 3, "max_replicas": 2}, "max_replicas"),
+    ({"max_replicas": 2.5}, "max_replicas"),
     ({"device": "cuda"}, "num_gpus"), ({"reward_num_cpus": -1}, "reward_num_cpus"), ({"generator": "wan"}, "generator"),
     ({"prompts": "no/such/prompts.jsonl"}, "prompts.*does not exist"), ({"prompts": str(REPO / "README.md")}, "prompts.*not valid JSON"),
     ({"prompts": str(FREE_TEXT), "max_scenes": 5}, "prompts.*6 scenes, more than max_scenes"),
@@ -45,7 +46,7 @@ def test_config_from_serve_run_strings_and_unknown_keys():
     assert (cfg.max_batch_size, cfg.request_timeout_s, cfg.default_strategy) == (4, 2.5, "learned")
     with pytest.raises(ValueError, match="max_batch_size"):
         ServeConfig.from_mapping({"max_batch_size": "four"})
-    with pytest.raises(ValueError, match="unknown ServeConfig field.*batch"):
+    with pytest.raises(ValueError, match=r"unknown ServeConfig field.*batch"):
         ServeConfig.from_mapping({"batch": 4})
 
 
@@ -99,7 +100,7 @@ def test_control_characters_are_refused_by_the_schema_naming_the_field():
 
 def test_oracle_refuses_free_text_with_a_clear_error_naming_the_strategy():
     free = prompt_set_of(["A golden retriever runs across a wet lawn, face the camera"], None, "r1")
-    with pytest.raises(FieldError, match="oracle.*ground truth.*free text") as e:
+    with pytest.raises(FieldError, match=r"oracle.*ground truth.*free text") as e:
         check_strategy("oracle", free)
     assert e.value.field == "strategy" and e.value.status == 422 and "'r1'" not in e.value.message
     check_strategy("oracle", prompt_set_of(example_scenes(0, 3), None, "r2"))  # StoryWorld's grammar: fine
@@ -119,14 +120,15 @@ def test_batch_keys_group_only_compatible_jobs():
     ps = prompt_set_of(example_scenes(0, 3), None, "a")
 
     def job(**kw):
-        base = dict(request_id="a", prompt_set=ps, strategy="far", seed=0, frames_per_scene=2, budget_k=None,
-                    refine_steps=0, scores=False, submitted=0.0, deadline=1.0)  # fmt: skip
+        base = {"request_id": "a", "prompt_set": ps, "strategy": "far", "seed": 0, "frames_per_scene": 2, "budget_k": None,
+                "refine_steps": 0, "scores": False, "submitted": 0.0, "deadline": 1.0}  # fmt: skip
         return Job(**{**base, **kw})
 
     assert job().batch_key() == job(request_id="b", scores=True).batch_key()
     # the same scene count batches, whatever the text
     assert job(prompt_set=prompt_set_of(["a cat", "a dog", "a cow"], None, "c")).batch_key() == job().batch_key()
-    for other in (job(seed=1), job(frames_per_scene=3), job(budget_k=8), job(strategy="oracle"), job(prompt_set=prompt_set_of(example_scenes(1, 2), None, "b"))):
+    two_scenes = prompt_set_of(example_scenes(1, 2), None, "b")
+    for other in (job(seed=1), job(frames_per_scene=3), job(budget_k=8), job(strategy="oracle"), job(prompt_set=two_scenes)):
         assert other.batch_key() != job().batch_key()
     # refinement (its own policy) and random-K (one shared random stream) always run alone
     for kind in ({"refine_steps": 1}, {"strategy": "random"}):
@@ -141,7 +143,7 @@ def test_encoded_video_decodes_to_the_frames(fmt):
     assert len(decoded) == 5 and decoded[0].shape == (256, 256, 3)
     big = frames.repeat(8, 1).repeat(8, 2).astype(int)
     tolerance = 12 if fmt == "mp4" else 40  # lossy H.264 / a 256-colour palette
-    assert all(np.abs(d.astype(int) - f).mean() < tolerance for d, f in zip(decoded, big))
+    assert all(np.abs(d.astype(int) - f).mean() < tolerance for d, f in zip(decoded, big, strict=True))
 
 
 def test_policy_file_loads_and_a_mismatched_one_is_refused(tmp_path):
@@ -168,7 +170,7 @@ def test_serve_config_file_is_a_valid_deploy_config(monkeypatch):
     app = deploy.applications[0]
     assert app.import_path == "cluster.serve:build_app" and deploy.http_options.host == app.args["host"] == "127.0.0.1"
     build_app(app.args)
-    with pytest.raises(ValueError, match="refusing to bind 0.0.0.0"):
+    with pytest.raises(ValueError, match=r"refusing to bind 0\.0\.0\.0"):
         build_app({**app.args, "host": "0.0.0.0"})
     monkeypatch.setenv("INFLVG_API_KEY", KEY)
     build_app({**app.args, "host": "0.0.0.0"})
@@ -203,8 +205,8 @@ def test_replica_counts_unknown_words_and_turns_a_refusal_into_an_error_event(re
 
     def job(**kw):
         now = time.time()
-        base = dict(request_id="r1", prompt_set=free, strategy="far", seed=0, frames_per_scene=2, budget_k=None,
-                    refine_steps=0, scores=False, submitted=now, deadline=now + 60)  # fmt: skip
+        base = {"request_id": "r1", "prompt_set": free, "strategy": "far", "seed": 0, "frames_per_scene": 2, "budget_k": None,
+                "refine_steps": 0, "scores": False, "submitted": now, "deadline": now + 60}  # fmt: skip
         return Job(**{**base, **kw})
 
     info = replica.info()["generator"]

@@ -26,7 +26,7 @@ from serving.schema import example_scenes
 
 KEY = "test-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
-LIMITS = dict(max_scenes=6, max_frames_per_scene=2, max_prompt_chars=120, max_budget_k=32, max_refine_steps=1, max_body_bytes=4096)
+LIMITS = {"max_scenes": 6, "max_frames_per_scene": 2, "max_prompt_chars": 120, "max_budget_k": 32, "max_refine_steps": 1, "max_body_bytes": 4096}
 PROMPT_FILE = Path(__file__).resolve().parent / "data" / "free_text.jsonl"
 FREE = [list(ps.scenes) for ps in load_prompts(PROMPT_FILE)]  # 8 rows x 6 scenes of free text
 
@@ -53,7 +53,8 @@ def mlflow_store(tmp_path_factory):
         experiment = mlflow.create_experiment("serving-test", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifact(str(root / "policy.pt"), artifact_path="policy")
-            logged = mlflow.pytorch.log_model(load_policy(root / "policy.pt"), name="policy", serialization_format="pickle", pip_requirements=["torch"])
+            policy = load_policy(root / "policy.pt")
+            logged = mlflow.pytorch.log_model(policy, name="policy", serialization_format="pickle", pip_requirements=["torch"])
         version = mlflow.register_model(f"runs:/{run.info.run_id}/policy", "inflvg-policy")
         uris = {"run": f"runs:/{run.info.run_id}/policy", "logged": logged.model_uri, "registered": f"models:/inflvg-policy/{version.version}"}
         yield tracking, uris, root / "policy.pt"
@@ -117,7 +118,8 @@ def test_health_and_models(server):
     assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
     models = requests.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()
     assert models["policy"] == model_uri and models["default_strategy"] == "learned"
-    assert {s["name"] for s in models["strategies"] if s["available"]} == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
+    available = {s["name"] for s in models["strategies"] if s["available"]}
+    assert available == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
     assert models["limits"]["max_scenes"] == 6 and models["generator"]["frame_shape"] == [32, 32]
     assert models["generator"]["name"] == "storyworld" and models["generator"]["parameters"] > 0
     assert models["prompt_rows"] == 8
@@ -150,10 +152,10 @@ def test_example_serves_the_prompt_file_rows(server):
 
 
 # the third scene brings character A back, so even oracle-K has earlier tokens of its subject to keep
-RETURNING = example_scenes(0, 2) + ["character A jumps in the desert"]
+RETURNING = [*example_scenes(0, 2), "character A jumps in the desert"]
 
 
-@pytest.mark.parametrize("fmt, strategy", [("mp4", None), ("gif", "oracle")])
+@pytest.mark.parametrize(("fmt", "strategy"), [("mp4", None), ("gif", "oracle")])
 def test_request_returns_a_playable_video_with_scene_metadata(server, fmt, strategy):
     url, _ = server
     scenes = RETURNING
@@ -197,7 +199,7 @@ GOOD = example_scenes(0, 2)
 ORACLE_FREE_TEXT = "reads StoryWorld's ground truth"
 
 
-@pytest.mark.parametrize("body, field", [
+@pytest.mark.parametrize(("body", "field"), [
     ({"scenes": []}, "scenes"),
     ({"scenes": [GOOD[0], "   "]}, "scenes[1]"),
     ({"scenes": GOOD, "seed": "3"}, "seed"),
@@ -270,12 +272,17 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(server):
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.config._checks import NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES
-    from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                                   response_schema_conformance, status_code_conformance)  # fmt: skip
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     url, _ = server
     # 413 is how this server rejects a body too large to parse; schemathesis does not list it
-    config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413"]}}})
+    expected = [*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413"]
+    config = schemathesis.Config.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": expected}}})
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json", config=config)
     operations = [r.ok() for r in schema.get_all_operations()]
     videos = next(op for op in operations if op.label == "POST /v1/videos")
@@ -303,53 +310,75 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(server):
     assert sum(n for (op, code), n in statuses.items() if op == "POST /v1/videos" and code == 200) >= 20
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-                    reason="needs the Debian packages chromium and chromium-driver (make test installs them as root)")  # fmt: skip
-def test_web_page_plays_the_video_in_headless_chromium(server):
+def headless_chromium():
+    """A Selenium driver of the system Chromium, headless, through the system chromedriver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    url, _ = server
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")  # the system browser, never a downloaded one
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def playing(driver, wait, video_id: str) -> tuple:
+    """Waits until the page's video ``video_id`` has data and its time moves on
+    -> (readyState, currentTime, error code, duration)."""
+    state = f"return (v => [v.readyState, v.currentTime, v.error && v.error.code, v.duration])(document.getElementById('{video_id}'))"
+    wait.until(lambda d: d.execute_script(state)[0] >= 2)
+    first = driver.execute_script(state)[1]
+    wait.until(lambda d: d.execute_script(state)[1] != first)  # playing: time moves on
+    return driver.execute_script(state)
+
+
+def open_the_page_and_load_a_row(driver, url: str):
+    """The page with the API key typed in and an example loaded, then row 2 of the server's prompt
+    file loaded into the text box -> the WebDriverWait the rest of the test waits with."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/")
+    driver.find_element(By.ID, "key").send_keys(KEY)
+    driver.find_element(By.ID, "example").click()  # also blurs the key field: the page loads /v1/models with it
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value").count("\n") >= 1)
+    wait.until(lambda d: d.execute_script("return document.getElementById('strategy').value") == "learned")
+    # a row of the server's prompt file loads into the text box
+    wait.until(lambda d: d.find_element(By.ID, "rowpick").is_displayed())
+    driver.find_element(By.ID, "row").clear()
+    driver.find_element(By.ID, "row").send_keys("2")
+    driver.find_element(By.ID, "loadrow").click()
+    wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value") == "\n".join(FREE[2]))
+    return wait
+
+
+def table(driver, body_id: str) -> list[list[str]]:
+    """The cells of the page's table body ``body_id``, row by row."""
+    from selenium.webdriver.common.by import By
+
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, f"#{body_id} tr")]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+                    reason="needs the Debian packages chromium and chromium-driver (make test installs them as root)")  # fmt: skip
+def test_web_page_plays_the_video_in_headless_chromium(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, _ = server
+    driver = headless_chromium()
     try:
-        driver.get(f"{url}/")
-        driver.find_element(By.ID, "key").send_keys(KEY)
-        driver.find_element(By.ID, "example").click()  # also blurs the key field: the page loads /v1/models with it
-        wait = WebDriverWait(driver, 60)
-        wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value").count("\n") >= 1)
-        wait.until(lambda d: d.execute_script("return document.getElementById('strategy').value") == "learned")
-        # a row of the server's prompt file loads into the text box
-        wait.until(lambda d: d.find_element(By.ID, "rowpick").is_displayed())
-        driver.find_element(By.ID, "row").clear()
-        driver.find_element(By.ID, "row").send_keys("2")
-        driver.find_element(By.ID, "loadrow").click()
-        wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value") == "\n".join(FREE[2]))
-        prompts = example_scenes(3, 2) + [FREE[0][0]]  # StoryWorld's words, then free text
+        wait = open_the_page_and_load_a_row(driver, url)
+        prompts = [*example_scenes(3, 2), FREE[0][0]]  # StoryWorld's words, then free text
         driver.execute_script("document.getElementById('prompts').value = arguments[0].join('\\n')", prompts)
         driver.find_element(By.ID, "frames").clear()
         driver.find_element(By.ID, "frames").send_keys("2")
-
-        def playing(video_id: str) -> tuple:
-            state = f"return (v => [v.readyState, v.currentTime, v.error && v.error.code, v.duration])(document.getElementById('{video_id}'))"
-            wait.until(lambda d: d.execute_script(state)[0] >= 2)
-            first = driver.execute_script(state)[1]
-            wait.until(lambda d: d.execute_script(state)[1] != first)  # playing: time moves on
-            return driver.execute_script(state)
-
-        def table(body_id: str) -> list[list[str]]:
-            return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in driver.find_elements(By.CSS_SELECTOR, f"#{body_id} tr")]
-
         driver.find_element(By.ID, "generate").click()
-        ready, _, error, duration = playing("video")
-        assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2), (ready, error, duration, table("scenes"))
+        ready, _, error, duration = playing(driver, wait, "video")
+        assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2), (ready, error, duration, table(driver, "scenes"))
         wait.until(lambda d: "6 frames, 256x256, learned" in d.find_element(By.ID, "status").text)
-        rows = table("scenes")
+        rows = table(driver, "scenes")
         assert [r[1] for r in rows] == prompts and rows[0][2] == "0" and int(rows[2][2]) > 0  # unknown words
         assert not driver.find_element(By.ID, "panel-b").is_displayed()
 
@@ -358,14 +387,14 @@ def test_web_page_plays_the_video_in_headless_chromium(server):
         driver.find_element(By.ID, "generate").click()
         wait.until(lambda d: " | " in d.find_element(By.ID, "status").text and "frames, 256x256" in d.find_element(By.ID, "status").text)
         for video_id in ("video", "video-b"):
-            ready, _, error, duration = playing(video_id)
+            ready, _, error, duration = playing(driver, wait, video_id)
             assert ready >= 2 and error is None and duration == pytest.approx(6 / 8, abs=0.2), (video_id, ready, error, duration)
         status = driver.find_element(By.ID, "status").text
         assert "6 frames, 256x256, learned" in status and "6 frames, 256x256, far" in status, status
         assert "far" in driver.find_element(By.ID, "caption-b").text and "learned" in driver.find_element(By.ID, "caption").text
         a, b = driver.find_element(By.ID, "panel").rect, driver.find_element(By.ID, "panel-b").rect
         assert b["x"] >= a["x"] + a["width"] and abs(a["y"] - b["y"]) < 5  # side by side
-        rows_a, rows_b = table("scenes"), table("scenes-b")
+        rows_a, rows_b = table(driver, "scenes"), table(driver, "scenes-b")
         assert len(rows_a) == len(rows_b) == 3 and [r[:3] for r in rows_a] == [r[:3] for r in rows_b]
         assert rows_b[1][3] != "all" and int(rows_b[2][2]) > 0
     finally:

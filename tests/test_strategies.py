@@ -55,7 +55,7 @@ def test_oracle_takes_only_the_referenced_characters_tokens_scene_openings_first
     frames, toks = st.pool.frame[chosen], st.pool.row[chosen] * 4 + st.pool.col[chosen]
     truth = subject_tokens(video.masks, 8)
     subject = story.scenes[scene].character
-    assert len(chosen) > 0 and all(video.character[f] == subject and truth[f, j] for f, j in zip(frames, toks))
+    assert len(chosen) > 0 and all(video.character[f] == subject and truth[f, j] for f, j in zip(frames, toks, strict=True))
     opens = frames % 4 == 0
     n_open = int(opens.sum())
     assert len(set(frames[:n_open])) == 2 and opens[:n_open].all() and not opens[n_open:].any()  # openings first
@@ -63,7 +63,7 @@ def test_oracle_takes_only_the_referenced_characters_tokens_scene_openings_first
 
 
 def test_far_takes_the_newest_tokens_and_random_distinct_ones():
-    st, story, _ = state_at(5)
+    st, _, _ = state_at(5)
     far = make_strategy("far").select(st)[0]
     assert set(st.pool.frame[far]) == {st.pool.frame.max()}
     rnd = make_strategy("random").select(st)[0]

@@ -22,11 +22,11 @@ def test_train_step_moves_parameters(tiny):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    moved = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    moved = sum(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert moved > 0.9 * len(before)
     model.eval().requires_grad_(False)
     with torch.no_grad():
-        for p, b in zip(model.parameters(), before):
+        for p, b in zip(model.parameters(), before, strict=True):
             p.copy_(b)
 
 
@@ -96,9 +96,9 @@ def test_training_oracle_order_matches_oracle_k():
 def test_mixture_shares_are_checked_and_steer_the_targets():
     from inflvg.generator.contexts import Mixture, choose_targets
 
-    with pytest.raises(ValueError, match="Mixture.targets"):
+    with pytest.raises(ValueError, match=r"Mixture\.targets"):
         Mixture(targets=(0.5, 0.5, 0.5))
-    with pytest.raises(ValueError, match="Mixture.long"):
+    with pytest.raises(ValueError, match=r"Mixture\.long"):
         Mixture(long=(1.0, 0.0, 0.0))
     from inflvg.config import WorldConfig
 
@@ -125,4 +125,4 @@ def test_continuing_counts_steps_from_the_saved_weights(tmp_path):
     train(world, ctx, gen, TrainConfig(max_steps=3, videos_per_step=1, targets_per_video=2, warmup_steps=1), str(more), init=str(first))
     before, after = load_generator(first)[0], load_generator(more)[0]
     assert load_generator(more)[3]["steps"] == 3
-    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters(), strict=True))

@@ -17,18 +17,38 @@ def save_tiny_llava(folder) -> None:
     a WordLevel tokenizer over the question's words, a CLIP image processor and a LlavaProcessor
     with a plain (chat-free) prompt, all written with ``save_pretrained`` as a real checkpoint is."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     words = WORDS + sorted({w.strip("?,.") for w in DEFAULT_QUESTION.split()} - set(WORDS))
     vocab = {w: i for i, w in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", extra_special_tokens={"image_token": "<image>"})
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", extra_special_tokens={"image_token": "<image>"}
+    )
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    processor = LlavaProcessor(images, tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>")
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=32)
-    text = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, vocab_size=len(vocab), pad_token_id=0, max_position_embeddings=128)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=vocab["<image>"], vision_feature_layer=-1, vision_feature_select_strategy="default", image_seq_length=16)
+    processor = LlavaProcessor(
+        images, tokenizer, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>"
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=32
+    )
+    text = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+        vocab_size=len(vocab), pad_token_id=0, max_position_embeddings=128,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=vocab["<image>"], vision_feature_layer=-1,
+        vision_feature_select_strategy="default", image_seq_length=16,
+    )  # fmt: skip
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -97,16 +117,16 @@ def test_failing_scene_is_masked_not_made_up(judge, scenes, monkeypatch):
 
 def test_missing_or_incomplete_folders_raise_clearly(tmp_path, checkpoint):
     missing = tmp_path / "no-such-model"
-    with pytest.raises(FileNotFoundError, match="no-such-model.*config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no-such-model.*config\.json"):
         VLMJudge(str(missing))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match="empty.*no config.json"):
+    with pytest.raises(ValueError, match=r"empty.*no config\.json"):
         VLMJudge(str(empty))
     config_only = tmp_path / "config-only"
     config_only.mkdir()
     (config_only / "config.json").write_bytes((checkpoint / "config.json").read_bytes())
-    with pytest.raises(ValueError, match="no weight files.*config-only"):
+    with pytest.raises(ValueError, match=r"no weight files.*config-only"):
         VLMJudge(str(config_only))
 
 

@@ -1,5 +1,7 @@
 """StoryWorld: deterministic stories, disjoint splits, prompt structure, the grammar and its ground truth."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def test_unknown_split_is_refused():
 def test_consecutive_scenes_have_different_subjects(split):
     for seed in SEEDS:
         chars = [sc.character for sc in sample_story(seed, split, 12, 4).scenes]
-        assert all(a != b for a, b in zip(chars, chars[1:]))
+        assert all(a != b for a, b in itertools.pairwise(chars))
 
 
 @pytest.mark.parametrize("split", SPLITS)
@@ -58,7 +60,7 @@ def test_first_scene_of_a_character_is_explicit_and_later_ones_referential():
     for seed in SEEDS:
         story = sample_story(seed, "train", 8, 4)
         seen = set()
-        for sc, prompt in zip(story.scenes, story.prompts()):
+        for sc, prompt in zip(story.scenes, story.prompts(), strict=True):
             described = story.cast[sc.character].describe()
             letter = story.letters[sc.character]
             assert sc.first_appearance == (sc.character not in seen)
@@ -89,7 +91,7 @@ GOOD = {"0": f"{DESCRIBED} desert", "1": "character A jumps at night"}
 
 
 @pytest.mark.parametrize(
-    "row, message",
+    ("row", "message"),
     [
         ({"0": f"{DESCRIBED} jungle"}, "unknown background 'jungle'"),
         ({"0": "character B jumps at night"}, "referred to before it is described"),
