@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_s
 	$(PY) scripts/install_torchvision_shim.py
 	touch $@
 
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed chromium lint
 	$(PY) -m pytest -q
 
 # the in-process tests under 3 s each (markers assigned in tests/conftest.py): about a minute
