@@ -6,8 +6,9 @@ A selection is an ordered K-tuple drawn from the Plackett-Luce distribution over
     P(c_1..c_K | s) = prod_i exp(s_{c_i}) / sum_{j in R_i} exp(s_j),   R_i = valid \\ {c_1..c_{i-1}},
 
 which Gumbel-top-K draws exactly (perturb every score with Gumbel noise, keep the K largest, in
-order). The log-probability is computed in fp32 and in log-space whatever the policy's dtype: the
-released code does it in bf16, where a sum over hundreds of candidates loses the small terms.
+order). The log-probability and entropy (``inflvg.plackett_luce``, O(N + K) for all K picks) are
+computed in fp64 log-space and returned in fp32 whatever the policy's dtype: the released code
+does it in bf16, where a sum over hundreds of candidates loses the small terms.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .context.base import ContextStrategy, SelectionState
+from .plackett_luce import plackett_luce_entropy, plackett_luce_log_prob  # noqa: F401  (the entropy: re-exported, the policy's API)
+from .plackett_luce import valid_candidates as _valid
 from .protocol import Generator, Pool
 from .rollout import Transition
 from .validate import number, positive_int
 
 N_EXTRA = 3  # per-token inputs appended to the encoder features: relative age, row, column
-
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,6 @@ def candidate_features(features: torch.Tensor, pool: Pool, now_frame: int, overl
     return torch.cat([features.float(), extras.expand(b, n, N_EXTRA), overlap.float().to(features.device)], -1)
 
 
-def _valid(logits: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    return torch.isfinite(logits) if valid is None else valid.bool() & torch.isfinite(logits)
-
-
 def _ranked(scores: torch.Tensor, k: int, valid: torch.Tensor) -> torch.Tensor:
     """Indices of the k largest valid scores (B, N) in order -> (B, k), -1 past the valid ones."""
     b, n = scores.shape
@@ -107,53 +104,6 @@ def gumbel_top_k(logits, k: int, generator: torch.Generator | None = None, valid
 def top_k(logits, k: int, valid=None) -> torch.Tensor:
     """The K highest-scoring valid candidates, best first: (B, N) -> (B, K), -1 for empty slots."""
     return _ranked(logits.float(), k, _valid(logits, valid))
-
-
-def _steps(logits, chosen, valid):
-    """Yield, for each of the K picks: scores (B, N) restricted to the remaining candidates (rows
-    with none left hold zeros, so gradients stay finite), pick (B,) clamped to >= 0, active (B,)
-    (a real pick), allowed (B,) (the pick is among the remaining candidates)."""
-    s = logits.float()
-    remaining = _valid(logits, valid)
-    for i in range(chosen.shape[1]):
-        pick = chosen[:, i]
-        active = pick >= 0
-        safe = pick.clamp_min(0)
-        rest = s.masked_fill(~remaining, float("-inf"))
-        rest = torch.where(remaining.any(-1, keepdim=True), rest, torch.zeros_like(rest))
-        yield rest, safe, active, remaining.gather(1, safe[:, None])[:, 0]
-        remaining = remaining & ~(F.one_hot(safe, s.shape[1]).bool() & active[:, None])
-
-
-def plackett_luce_log_prob(logits, chosen, valid=None) -> torch.Tensor:
-    """Exact log P of the ordered selection, fp32: logits (B, N), chosen (B, K) (-1 = no pick) -> (B,).
-
-    log P = sum_i [ s_{c_i} - logsumexp_{j in R_i} s_j ], R_i the valid candidates not yet chosen.
-    A pick of an invalid or already-chosen candidate has probability 0 (log P = -inf)."""
-    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
-    if logits.shape[1] == 0:
-        return total
-    for rest, pick, active, allowed in _steps(logits, chosen, valid):
-        term = rest.gather(1, pick[:, None])[:, 0] - torch.logsumexp(rest, -1)
-        term = torch.where(allowed, term, torch.full_like(term, float("-inf")))
-        total = total + torch.where(active, term, torch.zeros_like(term))
-    return total
-
-
-def plackett_luce_entropy(logits, chosen, valid=None) -> torch.Tensor:
-    """Unbiased estimate of the entropy of the K-selection, fp32: (B, N), (B, K) -> (B,).
-
-    Chain rule: H(c_1..c_K) = E[ sum_i H(c_i | c_<i) ]; with ``chosen`` sampled from the policy,
-    the sum of the exact conditional softmax entropies is an estimate with lower variance than
-    -log P. The first term is the exact entropy of the first pick."""
-    total = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
-    if logits.shape[1] == 0:
-        return total
-    for rest, _, active, _ in _steps(logits, chosen, valid):
-        logp = torch.log_softmax(rest, -1)
-        h = -(logp.exp() * logp.masked_fill(~torch.isfinite(logp), 0.0)).sum(-1)
-        total = total + torch.where(active, h, torch.zeros_like(h))
-    return total
 
 
 class SelectionPolicy(nn.Module):
