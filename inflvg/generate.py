@@ -82,14 +82,16 @@ def generate_stepwise(gen: Generator, prompt_sets: list[PromptSet], strategy: Co
     rows_of_scene = lambda sc: torch.arange(b, device=text.tokens.device) * n_scenes + sc  # noqa: E731
     for sc in range(n_scenes):
         start = time.perf_counter()
+        scene_text = text.index(rows_of_scene(sc))
         if not strategy.full_history:
-            state = SelectionState(sc, prompt_sets, fps, ctx.budget_k, cache.pool(), frames[:, : sc * fps], rng)
+            state = SelectionState(sc, prompt_sets, fps, ctx.budget_k, cache.pool(), frames[:, : sc * fps], rng,
+                                   gen.prompt_query(scene_text) if strategy.reads_prompt_query else None,
+                                   cache.latest_features() if strategy.reads_latest else None)  # fmt: skip
             sel = strategy.select(state)
             cache.select(sel)
             out.selections.append(sel)
             out.gathered_bytes.append(sel.shape[1] * spec.kv_bytes_per_token)
             out.history_bytes.append(sc * fps * spec.tokens_per_frame * spec.kv_bytes_per_token)
-        scene_text = text.index(rows_of_scene(sc))
         for _ in range(fps // spec.frames_per_block):
             first = cache.next_frame
             latents = gen.next_block(cache, scene_text, noise, shared_noise)

@@ -94,6 +94,28 @@ class Pool:
         return len(self.frame)
 
 
+@dataclass(frozen=True)
+class PromptQuery:
+    """A scene's prompt as one attention query against the pool's candidates, built by the backend
+    from its own projections (``Generator.prompt_query``): a candidate's relevance is the
+    attention logit ``scores`` gives it, summed over heads and averaged over the prompt's tokens
+    (the mean of logits is the logit of the mean query, so one vector per video suffices)."""
+
+    vector: torch.Tensor  # (B, d_feature) the query, scaled by 1/sqrt(head_dim)
+    offset: torch.Tensor  # (B,) the part of the logit no candidate changes (biases), so that scores are the logits themselves
+    standardize: bool  # standardise each feature over its channels first (a LayerNorm without affine; the affine is in vector)
+    eps: float = 1e-5  # that LayerNorm's epsilon
+
+    def scores(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, N, d_feature) -> (B, N) float32 logits of the query against each candidate."""
+        import torch  # the protocol module itself imports no torch
+
+        f = features.float()
+        if self.standardize:
+            f = (f - f.mean(-1, keepdim=True)) / (f.var(-1, unbiased=False, keepdim=True) + self.eps).sqrt()
+        return torch.einsum("bnd,bd->bn", f, self.vector.float().to(f.device)) + self.offset.float().to(f.device)[:, None]
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     def word_ids(self, prompts: list[str]) -> torch.Tensor:
@@ -124,6 +146,11 @@ class VideoCache(Protocol):
         """(B, K) pool indices (-1: empty slot): the long-term context of the blocks that follow."""
         ...
 
+    def latest_features(self) -> torch.Tensor | None:
+        """(B, n, d_feature) the newest frame's candidate features (it is still in the window, not
+        in the pool; the same kind of features as ``Pool.features``); None before the first frame."""
+        ...
+
 
 @runtime_checkable
 class Generator(Protocol):
@@ -134,6 +161,11 @@ class Generator(Protocol):
 
     def encode_prompts(self, prompts: list[str]) -> PromptEmbedding:
         """(P,) prompts -> their embedding (rows in input order)."""
+        ...
+
+    def prompt_query(self, prompts: PromptEmbedding) -> PromptQuery:
+        """(B,) prompt rows -> each as a query against the candidates' features, from the model's own
+        projections at the layer the features come from (used by prompt-driven retrieval, ``memflow``)."""
         ...
 
     def new_cache(self, n_videos: int, n_frames: int, frames_per_scene: int, ctx: ContextConfig, full_history: bool,

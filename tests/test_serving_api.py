@@ -119,7 +119,7 @@ def test_health_and_models(server):
     models = requests.get(f"{url}/v1/models", headers=AUTH, timeout=30).json()
     assert models["policy"] == model_uri and models["default_strategy"] == "learned"
     available = {s["name"] for s in models["strategies"] if s["available"]}
-    assert available == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "oracle"}
+    assert available == {"learned", "full", "window", "sink_window", "far", "random", "prompt_match", "memflow", "rag", "fademem", "oracle"}
     assert models["limits"]["max_scenes"] == 6 and models["generator"]["frame_shape"] == [32, 32]
     assert models["generator"]["name"] == "storyworld" and models["generator"]["parameters"] > 0
     assert models["prompt_rows"] == 8

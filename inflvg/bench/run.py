@@ -95,7 +95,7 @@ def paired(tables: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict:
     return out
 
 
-HEURISTICS = ("full", "window", "sink_window", "far", "random", "prompt_match")
+HEURISTICS = ("full", "window", "sink_window", "far", "random", "prompt_match", "memflow", "rag", "fademem")
 BUDGETED = HEURISTICS[1:]  # the heuristics that keep the same fixed budget as the policy
 
 

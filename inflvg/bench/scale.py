@@ -33,7 +33,7 @@ from ..protocol import BACKENDS, load_backend
 from ..validate import positive_int
 from .run import BenchSetup, run_timing
 
-STRATEGIES = ("full", "window", "sink_window", "far", "random", "prompt_match")
+STRATEGIES = ("full", "window", "sink_window", "far", "random", "prompt_match", "memflow", "rag", "fademem")
 
 
 def _median(runs: list[dict], key: str, scale: float = 1.0) -> tuple[dict, dict]:

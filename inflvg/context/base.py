@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from ..prompts import PromptSet
-    from ..protocol import Pool
+    from ..protocol import Pool, PromptQuery
 
 
 @dataclass
@@ -27,6 +29,9 @@ class SelectionState:
     pool: Pool  # the candidates: features (B, N, d) and geometry (frame, scene, row, col)
     frames: np.ndarray  # (B, t, H, W, 3) uint8, every frame generated so far
     rng: np.random.Generator
+    # filled by the generation loop only for a strategy that reads them (``reads_prompt_query``, ``reads_latest``)
+    prompt_query: PromptQuery | None = None  # the scene's prompt as a query against the candidates' features
+    latest_features: torch.Tensor | None = None  # (B, n, d_feature) the newest frame's features (still in the window)
 
     @property
     def n_videos(self) -> int:
@@ -44,13 +49,16 @@ class SelectionState:
 
 class ContextStrategy:
     """Base class. ``uses_sink``: keep the first frame; ``full_history``: no budget at all;
-    ``needs_ground_truth``: reads StoryWorld's ground truth (the oracle)."""
+    ``needs_ground_truth``: reads StoryWorld's ground truth (the oracle); ``reads_prompt_query``,
+    ``reads_latest``: the generation loop fills ``SelectionState.prompt_query`` / ``latest_features``."""
 
     name: str = ""
     uses_sink: bool = True
     full_history: bool = False
     budgeted: bool = True
     needs_ground_truth: bool = False
+    reads_prompt_query: bool = False
+    reads_latest: bool = False
 
     def check(self, prompt_sets: list[PromptSet]) -> None:
         """Raise ValueError, naming the prompt set, if this strategy cannot run on them."""

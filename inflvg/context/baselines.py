@@ -1,6 +1,7 @@
 """Baseline strategies: full history, sliding window, sink + window,
 FAR-uniform, random-K, prompt-match (whole frames whose prompt names the same subject), and
-oracle-K from StoryWorld ground truth (an upper bound)."""
+oracle-K from StoryWorld ground truth (an upper bound); the registry also holds the published
+methods of ``retrieval.py`` (memflow, rag, fademem)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..world.eps import ground_truth
 from ..world.render import background
 from ..world.story import Story
 from .base import ContextStrategy, SelectionState, pad_selection
+from .retrieval import FadeMem, LongLiveRAG, MemFlow
 
 ORACLE_MIN_PIXELS = 8  # a long-term token shows the subject when this many of its pixels differ from the background
 ORACLE_PIXEL_DIFF = 60  # summed |rgb| difference from the background template that marks a subject pixel
@@ -132,7 +134,8 @@ class OracleK(ContextStrategy):
         return picks[: state.budget_k]
 
 
-STRATEGIES = {cls.name: cls for cls in (FullHistory, SlidingWindow, SinkWindow, FarUniform, RandomK, PromptMatch, OracleK)}
+STRATEGIES = {cls.name: cls for cls in (FullHistory, SlidingWindow, SinkWindow, FarUniform, RandomK, PromptMatch, OracleK,
+                                        MemFlow, LongLiveRAG, FadeMem)}  # fmt: skip
 
 
 def make_strategy(name: str) -> ContextStrategy:

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from ..config import ContextConfig, GeneratorConfig, WorldConfig
-from ..protocol import GeneratorSpec, PromptEmbedding
+from ..protocol import GeneratorSpec, PromptEmbedding, PromptQuery
 from .cache import KVCache
-from .model import Generator, Text
+from .model import Block, Generator, Text
 from .tokens import to_uint8
 from .weights import load_generator, read_configs
 
@@ -41,6 +41,22 @@ class StoryWorldGenerator:
     def encode_prompts(self, prompts: list[str]) -> PromptEmbedding:
         text = self.model.encode_text(list(prompts))
         return PromptEmbedding(text.tokens, text.mask, self.tokenizer.word_ids(list(prompts)).to(text.tokens.device))
+
+    @torch.no_grad()
+    def prompt_query(self, prompts: PromptEmbedding) -> PromptQuery:
+        """The candidates' features are the last block's output, which no attention of the model reads;
+        the nearest attention is that block's cross-attention, where visual tokens query the prompt.
+        Its logit between a candidate h and prompt token j, cross_q(norm_x(h)) . k_j / sqrt(head_dim),
+        averaged over the prompt's real tokens, is linear in the standardised h: folded into a query."""
+        blk = self.model.blocks[-1]
+        assert isinstance(blk, Block)
+        keys = blk.cross_kv(prompts.tokens).chunk(2, -1)[0]  # (B, L, d) the prompt's cross-attention keys
+        mask = prompts.mask.to(keys.dtype)[..., None]
+        k = (keys * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, d): the mean key
+        scale = self.model.head_dim**-0.5
+        v = k @ blk.cross_q.weight  # (B, d): q . k = norm_x(h) . v + bias . k
+        offset = (v * blk.norm_x.bias).sum(-1) + (k * blk.cross_q.bias).sum(-1)
+        return PromptQuery(v * blk.norm_x.weight * scale, offset * scale, standardize=True, eps=blk.norm_x.eps)
 
     def new_cache(self, n_videos: int, n_frames: int, frames_per_scene: int, ctx: ContextConfig, full_history: bool,
                   uses_sink: bool) -> KVCache:  # fmt: skip

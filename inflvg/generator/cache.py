@@ -61,6 +61,15 @@ class KVCache:
         """(B, K) pool indices, -1 for an empty slot: the long-term context from now on."""
         self.selected = self.gather(torch.as_tensor(selected, device=self.pool_kv.device))
 
+    def latest_features(self) -> torch.Tensor | None:
+        """(B, n_long, d) the newest frame's long-term features (still in the window), None before any frame."""
+        t = self.next_frame - 1
+        if t in self.pending_long:
+            return self.pending_long[t][1]
+        if self.pool_len and int(self.pool_pos[self.pool_len - 1, 0]) == t:  # a window of 0 frames: already in the pool
+            return self.pool_features[:, self.pool_len - self.n_long : self.pool_len]
+        return None
+
     @property
     def bytes_per_token(self) -> int:
         """Key and value of one token in every layer, fp32."""

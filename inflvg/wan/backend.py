@@ -14,12 +14,13 @@ frame t.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import ContextConfig
-from ..protocol import GeneratorSpec, PromptEmbedding
+from ..protocol import GeneratorSpec, PromptEmbedding, PromptQuery
 from .cache import WanCache
 from .config import WanConfig, preset
 from .model import CausalWan
@@ -70,6 +71,19 @@ class WanGenerator:
         states, mask = self.text.encode(list(prompts))
         tokens = self.model.embed_text(states.to(self.dtype)).float()
         return PromptEmbedding(tokens, mask, self.text.word_ids(list(prompts)).to(self.device))
+
+    @torch.no_grad()
+    def prompt_query(self, prompts: PromptEmbedding) -> PromptQuery:
+        """The candidates' features are the keys of layer ``feature_layer``'s self-attention (after norm_k,
+        before RoPE); the prompt's tokens pass through that layer's query projection (and norm_q) and are
+        averaged over the real tokens: the logit each cached key would get from the prompt as a query
+        there, without positions (the prompt has none)."""
+        block: Any = self.model.net.blocks[self.cfg.feature_layer]  # diffusers' WanTransformerBlock
+        attn = block.attn1
+        q = attn.norm_q(attn.to_q(prompts.tokens.to(self.device, self.dtype))).float()  # (B, L, dim)
+        mask = prompts.mask.to(q.device, q.dtype)[..., None]
+        q = (q * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return PromptQuery(q * (self.cfg.dim // self.cfg.num_heads) ** -0.5, torch.zeros(len(q), device=q.device), standardize=False)
 
     def new_cache(self, n_videos: int, n_frames: int, frames_per_scene: int, ctx: ContextConfig, full_history: bool,
                   uses_sink: bool) -> WanCache:  # fmt: skip

@@ -71,6 +71,15 @@ class WanCache:
         self.selected = Context(kv.to(self.device, non_blocking=True), pos.to(self.device),
                                 torch.as_tensor(selected >= 0, device=self.device))  # fmt: skip
 
+    def latest_features(self) -> torch.Tensor | None:
+        """(B, n, dim) the newest frame's features (its keys at the feature layer), None before any frame."""
+        t = self.next_frame - 1
+        if t in self.frames:
+            return self.frames[t][self.model.cfg.feature_layer, 0]
+        if self.pool_len and self.pool_frame[self.pool_len - 1] == t:  # a window of 0 frames: already in the pool
+            return self.pool_features[:, self.pool_len - self.n_tok : self.pool_len]
+        return None
+
     def _pos(self, frame: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         gw = self.model.cfg.grid[1]
         return torch.stack([frame, token // gw, token % gw], -1).long()
