@@ -170,12 +170,14 @@ def from_arrow(table) -> list[Rollout]:
     return out
 
 
-def write_parquet(rollouts: list[Rollout], path: str | Path) -> None:
+def write_parquet(rollouts: list[Rollout], path: str | Path, filesystem=None) -> None:
+    """One row per rollout at ``path``: local, or a path inside ``filesystem`` (a ``pyarrow.fs.FileSystem``)."""
     import pyarrow.parquet as pq
+    from pyarrow import fs as pafs
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(to_arrow(rollouts), path)
+    filesystem = filesystem or pafs.LocalFileSystem()
+    filesystem.create_dir(str(Path(path).parent), recursive=True)
+    pq.write_table(to_arrow(rollouts), str(path), filesystem=filesystem)
 
 
 def read_parquet(path: str | Path) -> list[Rollout]:

@@ -8,14 +8,17 @@ alone it sets up its own world of one on loopback.
     learner = Learner(cfg)
     metrics = learner.update(rollouts)          # credit -> clipped GRPO epochs -> version + 1
     version, state_dict = learner.weights()     # cpu fp32, for ray.put -> rollout workers
-    path = learner.save_checkpoint(root, driver_state)   # atomic; load_checkpoint(root) resumes exactly
+    path = learner.save_checkpoint(root, driver_state)   # root: a folder or a storage URI; atomic
+    learner.load_checkpoint(root)                        # resumes exactly
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +28,7 @@ import torch
 
 from inflvg.policy import SelectionPolicy
 from inflvg.rollout import Rollout, TransitionBatch
+from inflvg.storage import Storage, write_atomic
 from inflvg.update import grpo_update
 
 from . import checkpoint as ckpt
@@ -74,6 +78,7 @@ class Learner:
         if cfg.uses_gpu and not torch.cuda.is_available():
             raise RuntimeError(f"LearnerConfig.num_gpus={cfg.num_gpus} but CUDA is not available here; use num_gpus=0")
         self.cfg, self.version = cfg, 0
+        self.scratch = Path(tempfile.mkdtemp(prefix="inflvg-learner-"))  # staging for checkpoints in a storage URI
         if not cfg.uses_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read once, when deepspeed is first imported
         _world_of_one_env()
@@ -156,38 +161,46 @@ class Learner:
         return self.version, state
 
     def save_checkpoint(self, root: str | Path, driver_state: dict | None = None) -> str:
-        """Write ``root/ckpt-<version>`` atomically (DeepSpeed's files: weights, optimizer, ZeRO
-        shards; client state: version, KL reference; ``driver_state`` beside them), then move
-        ``root/latest`` to it. Every rank must call it. Returns the checkpoint directory."""
+        """Write checkpoint ``ckpt-<version>`` into ``root`` (a local folder or a storage URI):
+        DeepSpeed's files (weights, optimizer, ZeRO shards; client state: version, KL reference),
+        ``driver_state`` and a manifest of checksums; then move ``root/latest`` to it. Every rank
+        must call it. Returns the checkpoint's location (path or URI)."""
         import deepspeed.comm as dist
 
-        root, name = Path(root), ckpt.checkpoint_name(self.version)
-        staging = root / f".tmp-{name}"
+        store, name = Storage(root), ckpt.checkpoint_name(self.version)
+        local_root = Path(store.root) if store.local else self.scratch / "checkpoints"
+        staging = local_root / f".tmp-{name}"
         if dist.get_rank() == 0:
-            ckpt.staging_dir(root, name)
+            ckpt.staging_dir(local_root, name)
         dist.barrier()
         reference = None if self.reference is None else {k: v.cpu() for k, v in self.reference.state_dict().items()}
         client = {"version": self.version, "reference": reference}
         self.engine.save_checkpoint(str(staging), tag=ENGINE_TAG, client_state=client, save_latest=False)
+        location = store.location(name)
         if dist.get_rank() == 0:
             meta = {"version": self.version, "saved_at": time.time(), "learner_config": asdict(self.cfg)}
-            ckpt.write_atomic(staging / "meta.json", json.dumps(meta, indent=2).encode())
+            write_atomic(staging / "meta.json", json.dumps(meta, indent=2).encode())
             if driver_state is not None:
                 ckpt.save_driver_state(staging, driver_state)
-            ckpt.commit_dir(staging, root / name)
-            ckpt.set_latest(root, name)
+            ckpt.write_manifest(staging)
+            location = ckpt.publish(ckpt.commit_dir(staging, local_root / name), store)
+            if not store.local:
+                shutil.rmtree(local_root / name)
         dist.barrier()
-        return str(root / name)
+        return location
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore weights, optimizer state, version and KL reference from a checkpoint root (its
-        latest) or one checkpoint directory -> the restored version. Under ZeRO-3 call it on a fresh
+        latest) or one checkpoint (a path or a storage URI), after checking every file against the
+        manifest -> the restored version. Under ZeRO-3 call it on a fresh
         Learner (DeepSpeed cannot reload into an engine that has already partitioned and stepped)."""
-        target = ckpt.resolve_checkpoint(path)
+        target = ckpt.fetch(path, self.scratch / "fetched")
         saved = json.loads((target / "meta.json").read_text())["learner_config"]["policy"]
         if saved != asdict(self.cfg.policy):
             raise ValueError(f"checkpoint {target} holds a policy with config {saved}, this learner has {asdict(self.cfg.policy)}")
         load_path, client = self.engine.load_checkpoint(str(target), tag=ENGINE_TAG)
+        if target.is_relative_to(self.scratch):  # a downloaded copy
+            shutil.rmtree(target)
         if load_path is None or client is None:  # DeepSpeed returns both or neither
             raise FileNotFoundError(f"DeepSpeed found no engine state in {target / ENGINE_TAG}")
         self.version = int(client["version"])

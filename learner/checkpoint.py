@@ -1,30 +1,37 @@
-"""Atomic checkpoint directories and the driver's resumable state.
+"""Atomic checkpoints in run storage (a local folder or a pyarrow URI) and the driver's state.
 
 Layout under a checkpoint root:
 
     root/
-      latest                  the name of the newest complete checkpoint (written by temp + rename)
-      ckpt-00000012/          one complete checkpoint: it gets this name only once fully written
+      latest                  the name of the newest complete checkpoint (replaced whole)
+      ckpt-00000012/          one complete checkpoint
         meta.json             learner version, wall time, learner config (for humans)
         engine/               DeepSpeed's files: weights, optimizer state, ZeRO shards, client state
-        driver_state.pkl      the driver's state: step, prompt-sampler position
-      .tmp-ckpt-00000013/     a checkpoint being written: never read, replaced by the next save
+        driver_state.json     the driver's state: step, prompt-sampler position
+        manifest.json         sha256 of every file above, checked before anything is loaded
+      .tmp-ckpt-00000013/     a checkpoint being written (local roots): never read
 
-A crash at any point leaves the previous checkpoint or the new one, never half of one: every
-file is fsynced before its directory is renamed into place (os.replace is atomic on POSIX), and
-``latest`` moves only after that rename.
+In a local root a checkpoint is written beside its final name and renamed into place after every
+file is fsynced, and ``latest`` moves after that: a crash leaves the previous checkpoint or the new
+one, never half of one. A URI root has no rename: the checkpoint is written to local scratch,
+uploaded whole, and ``latest`` (one object, written atomically by every store) publishes it; the
+manifest catches a partial upload or a damaged file at load time, naming the file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import pickle
 import re
 import shutil
 from pathlib import Path
 
+from inflvg.storage import Storage, fsync_dir, is_uri, write_atomic
+
 LATEST = "latest"
-DRIVER_STATE = "driver_state.pkl"
+DRIVER_STATE = "driver_state.json"
+MANIFEST = "manifest.json"
 _NAME = re.compile(r"^ckpt-(\d+)$")
 
 
@@ -32,17 +39,8 @@ def checkpoint_name(version: int) -> str:
     return f"ckpt-{version:08d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:  # directories cannot be opened for fsync on every platform (Windows): best effort there
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _store(root: str | Path | Storage) -> Storage:
+    return root if isinstance(root, Storage) else Storage(root)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -50,25 +48,12 @@ def _fsync_tree(root: Path) -> None:
         for name in filenames:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        fsync_dir(Path(dirpath))
 
 
 def staging_dir(root: str | Path, name: str) -> Path:
-    """An empty directory ``root/.tmp-<name>`` to write checkpoint ``name`` into (a leftover of a
-    crashed save is removed). The name is deterministic so that every rank writes to the same one."""
+    """An empty local directory ``root/.tmp-<name>`` to write checkpoint ``name`` into (a leftover of
+    a crashed save is removed). The name is deterministic so that every rank writes to the same one."""
     staging = Path(root) / f".tmp-{name}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -86,79 +71,130 @@ def commit_dir(staging: Path, final: Path) -> Path:
             shutil.rmtree(old)
         os.replace(final, old)
     os.replace(staging, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
     return final
 
 
-def set_latest(root: str | Path, name: str) -> None:
-    write_atomic(Path(root) / LATEST, name.encode())
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (by version)."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found)]
+def write_manifest(ckpt_dir: Path) -> None:
+    """Record the sha256 of every file under ``ckpt_dir`` (DeepSpeed's included) in its manifest."""
+    files = sorted(p for p in ckpt_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    sums = {p.relative_to(ckpt_dir).as_posix(): _digest(p) for p in files}
+    write_atomic(ckpt_dir / MANIFEST, json.dumps(sums, indent=1).encode())
 
 
-def latest_checkpoint(root: str | Path) -> Path | None:
-    """The checkpoint named by ``root/latest``; if that file is missing or names nothing (a crash
-    between the directory rename and the pointer update), the newest complete one; else None."""
-    root = Path(root)
-    pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
-        if _NAME.match(target.name) and target.is_dir():
-            return target
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+def verify_manifest(ckpt_dir: Path) -> None:
+    """Raise ValueError naming the first file that is missing or differs from the manifest."""
+    manifest = ckpt_dir / MANIFEST
+    if not manifest.is_file():
+        raise ValueError(f"checkpoint {ckpt_dir} has no {MANIFEST}: it is incomplete or was not written by Learner.save_checkpoint")
+    for rel, digest in json.loads(manifest.read_text()).items():
+        path = ckpt_dir / rel
+        if not path.is_file():
+            raise ValueError(f"checkpoint {ckpt_dir}: {rel} is missing (an interrupted upload?); resume from an earlier checkpoint")
+        if _digest(path) != digest:
+            raise ValueError(f"checkpoint {ckpt_dir}: {rel} does not match its checksum; the file was damaged or replaced")
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint root (-> its latest checkpoint) or one checkpoint directory -> that directory."""
-    path = Path(path)
-    if _NAME.match(path.name) and path.is_dir():
-        return path
-    found = latest_checkpoint(path)
+def set_latest(root: str | Path | Storage, name: str) -> None:
+    _store(root).write_bytes(name.encode(), LATEST)
+
+
+def _names(store: Storage) -> list[str]:
+    """Names of the complete checkpoints, oldest first (by version). Local: renamed into place;
+    URI: the manifest arrived (a partial upload is caught by ``verify_manifest`` at load)."""
+    found = [(int(m.group(1)), n) for n in store.listdir() if (m := _NAME.match(n)) and store.is_dir(n)]
+    return [n for _, n in sorted(found) if store.local or store.exists(n, MANIFEST)]
+
+
+def list_checkpoints(root: str | Path | Storage) -> list[str]:
+    """Locations (paths or URIs) of the complete checkpoints under ``root``, oldest first."""
+    store = _store(root)
+    return [store.location(n) for n in _names(store)]
+
+
+def latest_checkpoint(root: str | Path | Storage) -> str | None:
+    """The checkpoint named by ``root/latest``; if that is missing or names nothing (a crash
+    between the checkpoint and the pointer), the newest complete one; else None."""
+    store = _store(root)
+    names = _names(store)
+    if store.exists(LATEST):
+        name = store.read_bytes(LATEST).decode().strip()
+        if name in names:
+            return store.location(name)
+    return store.location(names[-1]) if names else None
+
+
+def resolve_checkpoint(location: str | Path) -> tuple[Storage, str]:
+    """A checkpoint root (-> its latest) or one checkpoint's location -> (its root, its name)."""
+    text = str(location).rstrip("/")
+    parent, _, last = text.rpartition("/")
+    if _NAME.match(last) and (is_uri(text) or Path(text).is_dir()):
+        return Storage(parent if is_uri(text) else Path(text).parent), last
+    found = latest_checkpoint(location)
     if found is None:
-        raise FileNotFoundError(f"no checkpoint under {path}; write one with Learner.save_checkpoint({str(path)!r})")
-    return found
+        raise FileNotFoundError(f"no checkpoint under {location}; write one with Learner.save_checkpoint({text!r})")
+    return Storage(location), found.rstrip("/").rpartition("/")[2]
 
 
-def prune_checkpoints(root: str | Path, keep: int) -> list[Path]:
+def fetch(location: str | Path, scratch: str | Path) -> Path:
+    """The checkpoint at ``location`` as a verified local folder: in place for a local root,
+    downloaded into ``scratch`` for a URI."""
+    store, name = resolve_checkpoint(location)
+    local = Path(store.path(name)) if store.local else store.download(Path(scratch) / name, name)
+    verify_manifest(local)
+    return local
+
+
+def publish(local_ckpt: Path, root: str | Path | Storage) -> str:
+    """Make the committed local checkpoint ``local_ckpt`` the latest of ``root`` (uploading it
+    first when ``root`` is a URI) -> its location."""
+    store, name = _store(root), local_ckpt.name
+    if not store.local:
+        store.delete_dir(name)  # a re-save of one version replaces it whole
+        store.upload(local_ckpt, name)
+    set_latest(store, name)
+    return store.location(name)
+
+
+def prune_checkpoints(root: str | Path | Storage, keep: int) -> list[str]:
     """Delete all but the ``keep`` newest checkpoints (never the one ``latest`` names); ``keep=0``
     deletes none. Returns the deleted. The driver calls it after each save (``ServiceConfig.keep_checkpoints``)."""
     if keep < 0:
         raise ValueError(f"prune_checkpoints: keep must be >= 0 (0 keeps all), got {keep}")
     if keep == 0:
         return []
-    latest = latest_checkpoint(root)
-    doomed = [p for p in list_checkpoints(root)[:-keep] if p != latest]
-    for p in doomed:
-        shutil.rmtree(p)
-    return doomed
+    store = _store(root)
+    latest = latest_checkpoint(store)
+    doomed = [n for n in _names(store)[:-keep] if store.location(n) != latest]
+    for n in doomed:
+        store.delete_dir(n)
+    return [store.location(n) for n in doomed]
 
 
 def save_driver_state(ckpt_dir: str | Path, state: dict) -> Path:
-    """Pickle the driver's state (step, sampler position, ...) into
-    ``ckpt_dir/driver_state.pkl``, atomically. Pass the staging directory to make it part of one
-    checkpoint (``Learner.save_checkpoint(root, driver_state=...)`` does)."""
+    """Write the driver's state (step, sampler position: JSON values) as ``ckpt_dir/driver_state.json``,
+    atomically. Pass the staging directory to make it part of one checkpoint
+    (``Learner.save_checkpoint(root, driver_state=...)`` does)."""
     if not isinstance(state, dict):
         raise TypeError(f"save_driver_state: state must be a dict, got {type(state).__name__}")
     path = Path(ckpt_dir) / DRIVER_STATE
-    write_atomic(path, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomic(path, json.dumps(state, indent=1).encode())
     return path
 
 
-def load_driver_state(ckpt_dir: str | Path) -> dict:
-    """The dict saved by ``save_driver_state``; ``ckpt_dir`` may be a checkpoint root (-> latest).
-    Unpickles: read only checkpoints this project wrote."""
-    path = resolve_checkpoint(ckpt_dir) / DRIVER_STATE
-    if not path.is_file():
-        raise FileNotFoundError(f"no driver state at {path}; save one with save_driver_state(dir, state)")
-    with open(path, "rb") as f:
-        return pickle.load(f)
+def load_driver_state(location: str | Path) -> dict:
+    """The dict saved by ``save_driver_state``; ``location`` may be a checkpoint root (-> latest)."""
+    store, name = resolve_checkpoint(location)
+    if not store.exists(name, DRIVER_STATE):
+        raise FileNotFoundError(f"no driver state in {store.location(name)}; save one with save_driver_state(dir, state)")
+    return json.loads(store.read_bytes(name, DRIVER_STATE))

@@ -144,7 +144,7 @@ def test_learner_as_a_ray_actor_serves_weights_through_the_object_store():
         with torch.no_grad():
             return plackett_luce_log_prob(policy(b.features, b.prompt_tokens, b.prompt_mask, b.valid), b.chosen, b.valid)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     try:
         actor = ray.remote(Learner).remote(CFG)
@@ -164,9 +164,11 @@ def test_learner_as_a_ray_actor_serves_weights_through_the_object_store():
         ray.shutdown()
 
 
-def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("uri", [False, True], ids=["folder", "file-uri"])
+def test_checkpoint_resume_is_exact(tmp_path, monkeypatch, uri):
     from learner.actor import Learner
 
+    root = f"file://{tmp_path}" if uri else tmp_path  # a URI goes through pyarrow.fs, as s3:// would
     cfg = replace(CFG, zero_stage=1, kl_beta=0.05, minibatch_size=8)
     a = Learner(cfg)
     _, w0 = a.weights()
@@ -174,22 +176,22 @@ def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
     a.update(first)
     _, saved = a.weights()
     driver = {"step": 1, "sampler_position": 7}
-    path = Path(a.save_checkpoint(tmp_path, driver_state=driver))
+    location = a.save_checkpoint(root, driver_state=driver)
     expected = a.update(second)
     _, after = a.weights()
 
     torch.manual_seed(99)  # the fresh learner starts from other weights: everything must come from disk
     b = Learner(cfg, init_weights=SelectionPolicy(POLICY).state_dict())
-    assert b.load_checkpoint(tmp_path) == 1
+    assert b.load_checkpoint(root) == 1
     assert all(torch.equal(b.weights()[1][k], saved[k]) for k in saved)
     got = b.update(second)
     assert all(torch.equal(b.weights()[1][k], after[k]) for k in after)
     assert {k: v for k, v in got.items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"}
     assert expected["kl"] > 0 and expected["optimizer_steps"] == 4  # 15 transitions in 2 minibatches, 2 epochs
 
-    state = load_driver_state(tmp_path)
+    state = load_driver_state(root)
     assert (state["step"], state["sampler_position"]) == (1, 7)
-    assert latest_checkpoint(tmp_path) == path and path.name == checkpoint_name(1)
+    assert latest_checkpoint(root) == location and location.endswith("/" + checkpoint_name(1))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
     def crash(save_dir, **_):  # dies half-way through writing the engine files
@@ -199,8 +201,13 @@ def test_checkpoint_resume_is_exact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(a.engine, "save_checkpoint", crash)
     with pytest.raises(OSError, match="disk full"):
-        a.save_checkpoint(tmp_path)
-    assert latest_checkpoint(tmp_path) == path and list_checkpoints(tmp_path) == [path]
+        a.save_checkpoint(root)
+    assert latest_checkpoint(root) == location and list_checkpoints(root) == [location]
+
+    shard = next(p for p in sorted((tmp_path / checkpoint_name(1) / "engine").rglob("*")) if p.is_file())
+    shard.write_bytes(shard.read_bytes()[:-1] + b"x")  # one damaged byte in DeepSpeed's own files
+    with pytest.raises(ValueError, match=f"{shard.name} does not match its checksum"):
+        b.load_checkpoint(root)
 
 
 def test_zero3_bf16_smoke(monkeypatch):
@@ -226,16 +233,16 @@ def test_atomic_helpers_ignore_half_written_checkpoints(tmp_path):
         commit_dir(stage, tmp_path / checkpoint_name(version))
         set_latest(tmp_path, checkpoint_name(version))
     (staging_dir(tmp_path, checkpoint_name(4)) / "payload").write_text("half")  # a crash mid-save
-    assert latest_checkpoint(tmp_path).name == checkpoint_name(3)
+    assert Path(latest_checkpoint(tmp_path)).name == checkpoint_name(3)
     (tmp_path / "latest").unlink()  # a crash between the rename and the pointer update
-    assert latest_checkpoint(tmp_path).name == checkpoint_name(3)
+    assert Path(latest_checkpoint(tmp_path)).name == checkpoint_name(3)
     set_latest(tmp_path, checkpoint_name(2))
     assert prune_checkpoints(tmp_path, keep=0) == [] and len(list_checkpoints(tmp_path)) == 3  # 0 keeps all
-    assert [p.name for p in prune_checkpoints(tmp_path, keep=1)] == [checkpoint_name(1)]  # latest is kept
+    assert [Path(p).name for p in prune_checkpoints(tmp_path, keep=1)] == [checkpoint_name(1)]  # latest is kept
     stage = staging_dir(tmp_path, checkpoint_name(2))
     (stage / "payload").write_text("again")
     commit_dir(stage, tmp_path / checkpoint_name(2))  # a re-save of one version replaces it whole
-    assert (latest_checkpoint(tmp_path) / "payload").read_text() == "again"
+    assert (Path(latest_checkpoint(tmp_path)) / "payload").read_text() == "again"
     assert latest_checkpoint(tmp_path / "nothing") is None
     with pytest.raises(FileNotFoundError, match="save_checkpoint"):
         load_driver_state(tmp_path / "nothing")

@@ -111,14 +111,15 @@ def test_the_driver_writes_a_steps_scored_rollouts_without_frames(ray_local, wor
     import ray.data
 
     from cluster.train import save_rollouts
+    from inflvg.storage import Storage
 
     rng = np.random.default_rng(0)
     scored = worker.rollout(prompt_sets[:1], NOISE, SELECTION)
     for r in scored:  # as the driver's scoring leaves them: rewards and per-family scores, NaN where masked
         r.scene_rewards = rng.random(N_SCENES).astype(np.float32)
         r.scores = {"identity": np.array([0.5, np.nan, 0.25], np.float32), "alignment": rng.random(N_SCENES).astype(np.float32)}
-    path = save_rollouts(scored, tmp_path, step=3)
-    assert path == tmp_path / "rollouts" / "step-000003.parquet"
+    path = save_rollouts(scored, Storage(tmp_path), step=3)
+    assert path == str(tmp_path / "rollouts" / "step-000003.parquet")
     assert all(r.frames is not None for r in scored)  # the driver's rollouts keep their frames
     back = read_parquet(path)
     assert all(b.frames is None for b in back)
