@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from inflvg.validate import at_least, boolean, positive_int
+from inflvg.validate import at_least, boolean, number, positive_int
 from learner.config import LearnerConfig
 from reward_actors.config import AlignmentConfig, ArtifactConfig, IdentityConfig, RewardConfig
 from rollout_workers.config import RolloutConfig
@@ -41,6 +41,13 @@ class ServiceConfig:
     """The learner: policy architecture, optimiser, GRPO constants, DeepSpeed and its Ray resources."""
     learner_num_cpus: float = 0.5
     """CPUs Ray reserves for the learner actor."""
+    learner_resources: tuple[tuple[str, float], ...] = ()
+    """Custom Ray resources the learner actor needs, e.g. (("learner_node", 1.0),) to place it on the nodes that
+    offer them (``ray start --resources '{"learner_node": 1}'``); () places it anywhere."""
+    learner_max_restarts: int = 2
+    """Times Ray restarts a learner that died; the driver then resumes from the last checkpoint in the same job."""
+    call_timeout_s: float = 1800.0
+    """Seconds a driver call to the learner may take (an update, a checkpoint) before the job stops with an error naming it."""
     checkpoint_every: int = 10
     """Steps between checkpoints (and always after the last step)."""
     keep_checkpoints: int = 3
@@ -52,7 +59,12 @@ class ServiceConfig:
     video_every: int = 20
     """Steps between sample videos logged to MLflow as artifacts."""
     output_root: str = "runs"
-    """Where the run folder <output_root>/<run_name>/ goes (checkpoints, steps.jsonl, config.json, policy.pt)."""
+    """The local run folder <output_root>/<run_name>/ (the default MLflow store, sample videos), and the
+    storage root when ``storage`` is None."""
+    storage: str | None = None
+    """Where <storage>/<run_name>/{config.json, steps.jsonl, checkpoints/, policy.pt, rollouts/} go, read and
+    written by whichever node holds the work: a folder, or any pyarrow.fs URI (s3://bucket/runs, gs://...,
+    file:///mnt/shared/runs). On more than one node use a URI or a folder mounted on every node. None: output_root."""
     tracking_uri: str | None = None
     """MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else a SQLite file in the run folder."""
 
@@ -60,9 +72,16 @@ class ServiceConfig:
         for name in ("steps", "prompt_sets_per_step", "n_scenes", "cast_size", "checkpoint_every", "video_every"):
             positive_int(self, name)
         at_least(self, "keep_checkpoints", 0, "use 0 to keep every checkpoint")
+        at_least(self, "learner_max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
+        number(self, "call_timeout_s", 1, fix="give the seconds a learner call may take, e.g. 1800")
         boolean(self, "rollout_parquet")
         if self.prompts is not None and (not isinstance(self.prompts, str) or not Path(self.prompts).is_file()):
             raise ValueError(f"ServiceConfig.prompts must be the path of an existing prompt file (.jsonl), got {self.prompts!r}")
+        if not all(isinstance(name, str) and isinstance(amount, (int, float)) and amount > 0 for name, amount in self.learner_resources):
+            raise ValueError(f"ServiceConfig.learner_resources must be (name, amount > 0) pairs, e.g. (('learner_node', 1.0),), "
+                             f"got {self.learner_resources!r}")  # fmt: skip
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage):
+            raise ValueError(f"ServiceConfig.storage must be a folder or a pyarrow.fs URI such as s3://bucket/runs, got {self.storage!r}")
         if not self.run_name or "/" in self.run_name:
             raise ValueError(f"ServiceConfig.run_name must be a non-empty name without '/', got {self.run_name!r}")
 
@@ -92,13 +111,26 @@ def storyworld() -> ServiceConfig:
 
 
 def gpu() -> ServiceConfig:
-    """A documented starting point for one GPU node: 4 rollout replicas sharing the GPU, a bf16 ZeRO-2 learner on NCCL."""
+    """A starting point that fits ONE node of 1 GPU and 16 CPUs: every role shares the one GPU by fractions.
+
+    GPU (sum 1.0): 4 rollout replicas x 0.125 + the bf16 ZeRO-2 learner on NCCL 0.375 + the alignment
+    CLIP 0.125; the identity (ONNX, CPU onnxruntime by default) and artifact (numpy) scorers take none.
+    CPUs (sum 13 of 16): 4 rollout x 2 + learner 2 + 3 reward replicas x 1, leaving room for the driver.
+
+    On a node (or cluster) of N GPUs keep the learner at 0.375 (``LearnerConfig.num_gpus`` is at most 1:
+    one learner process drives one device) and give the rollout replicas the rest, e.g. N = 8:
+    ``--rollout.replicas 30 --rollout.num-gpus 0.25`` (30 x 0.25 + 0.375 + 0.125 = 8) and enough CPUs for
+    them (each reserves ``--rollout.num-cpus``: 30 x 2 + 5 = 65); more reward replicas with
+    ``--rewards.alignment.replicas``, each counted at ``--rewards.alignment.num-gpus``. Ray does not
+    start an actor whose reservation no node can hold, so a sum over the node is a job that waits forever.
+    """
     base = ServiceConfig(run_name="gpu", steps=500, prompt_sets_per_step=16)
     return replace(
         base,
-        rollout=RolloutConfig(group_size=8, replicas=4, num_cpus=2, num_gpus=0.25),
-        learner=LearnerConfig(zero_stage=2, dtype="bf16", num_gpus=1, minibatch_size=256, backend="nccl"),
+        rollout=RolloutConfig(group_size=8, replicas=4, num_cpus=2, num_gpus=0.125, threads=2),
+        learner=LearnerConfig(zero_stage=2, dtype="bf16", num_gpus=0.375, minibatch_size=256, backend="nccl"),
         learner_num_cpus=2,
+        rewards=RewardConfig(alignment=AlignmentConfig(num_gpus=0.125)),
     )
 
 

@@ -1,10 +1,12 @@
-"""Fault injection: kill a rollout or reward actor while a step is using it, the way a node
-failure would (``ray.kill(..., no_restart=False)``: Ray restarts it within ``max_restarts``).
+"""Fault injection: kill a rollout, reward or learner actor while a step is using it, the way a
+node failure would (``ray.kill(..., no_restart=False)``: Ray restarts it within ``max_restarts``).
 
-    python -m cluster.train --preset debug --faults rollout@1,reward@2
+    python -m cluster.train --preset debug --faults rollout@1,reward@2,learner@1
 
-kills the first rollout replica 0.3 s into step 1's rollout phase and the first identity replica
-(the slowest scorer, else the first family's) 0.2 s into step 2's scoring. The run must still finish every step exactly
+kills the first rollout replica 0.3 s into step 1's rollout phase, the first identity replica
+(the slowest scorer, else the first family's) 0.2 s into step 2's scoring, and the learner
+0.05 s into step 1's update (the driver then resumes from the last checkpoint). ``scorer@0``
+makes the artifacts model raise on a quarter of the scenes from step 0 on: they are masked and counted. The run must still finish every step exactly
 once with the results of an undisturbed run; the step log and the restart counters show it.
 """
 
@@ -15,12 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = {"rollout": 0.3, "reward": 0.2}  # role -> seconds into its phase when the kill lands
+ROLES = {"rollout": 0.3, "reward": 0.2, "learner": 0.05, "scorer": 0.0}  # role -> seconds into its phase when the fault lands
+SCORER_FAILURES = 0.25  # 'scorer': from then on the artifacts scorer raises on this share of scenes (by content hash)
 
 
 @dataclass(frozen=True)
 class Fault:
-    role: str  # 'rollout' or 'reward'
+    role: str  # 'rollout', 'reward', 'learner' or 'scorer'
     step: int  # driver step (0-based) during which the actor is killed
 
 
@@ -44,11 +47,22 @@ class FaultInjector:
         self.faults, self.handles = set(faults), handles
         self.killed: list[tuple[str, int]] = []
 
+    @classmethod
+    def for_roles(cls, faults: tuple[Fault, ...], roles) -> FaultInjector:
+        """Aimed at the first rollout replica, the first identity replica (the slowest scorer, else
+        the first family's) and the learner of ``roles`` (a ``cluster.roles.Roles``)."""
+        target = roles.rewards.get("identity") or next(iter(roles.rewards.values()))
+        handles = {"rollout": roles.rollouts.handles[0], "reward": target.handles[0], "learner": roles.learner}
+        if "artifacts" in roles.rewards:
+            handles["scorer"] = roles.rewards["artifacts"].handles[0]
+        return cls(faults, handles)
+
     @contextmanager
     def during(self, role: str, step: int):
         if Fault(role, step) not in self.faults:
             yield
             return
+        self.faults.discard(Fault(role, step))  # once: a step run again after a restore is not hit again
         timer = threading.Timer(ROLES[role], self._kill, args=(role, step))
         timer.start()
         try:
@@ -59,6 +73,10 @@ class FaultInjector:
     def _kill(self, role: str, step: int) -> None:
         import ray
 
-        ray.kill(self.handles[role], no_restart=False)
+        if role == "scorer":  # not a kill: the model starts raising on some scenes
+            ray.get(self.handles[role].fail_scenes.remote(SCORER_FAILURES))
+            print(f"fault injected: the artifacts scorer raises on {SCORER_FAILURES:.0%} of scenes from step {step}", flush=True)
+        else:
+            ray.kill(self.handles[role], no_restart=False)
+            print(f"fault injected: killed the {role} actor during step {step}", flush=True)
         self.killed.append((role, step))
-        print(f"fault injected: killed the {role} actor during step {step}", flush=True)

@@ -11,6 +11,7 @@ from reward_actors.group import RewardGroup
 from rollout_workers.group import RolloutGroup
 
 from .config import ServiceConfig
+from .recovery import learner_get
 
 
 @dataclass
@@ -27,8 +28,11 @@ def reward_groups(cfg: RewardConfig) -> dict:
 def start_roles(cfg: ServiceConfig) -> Roles:
     import ray
 
-    learner = ray.remote(Learner).options(num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus).remote(cfg.learner)
+    learner = ray.remote(Learner).options(
+        num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus, resources=dict(cfg.learner_resources),
+        max_restarts=cfg.learner_max_restarts, max_task_retries=0,
+    ).remote(cfg.learner)  # retries are the driver's: it reloads the last checkpoint first (cluster/recovery.py)
     rollouts = RolloutGroup(cfg.rollout, cfg.learner.policy)
-    version, weights = ray.get(learner.weights.remote())
+    version, weights = learner_get(learner.weights.remote(), "its first weights (starting up)", cfg.call_timeout_s)
     rollouts.sync(version, ray.put(weights))
     return Roles(rollouts, reward_groups(cfg.rewards), learner)

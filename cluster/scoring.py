@@ -45,5 +45,6 @@ def score_rollouts(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], g
         stats[f"reward_{fam}_mean"] = float(np.nanmean(valid)) if res.valid.any() else float("nan")
         stats[f"reward_{fam}_std"] = float(np.nanstd(valid)) if res.valid.any() else float("nan")
         stats[f"masked_{fam}"] = int((~res.valid).sum())
+        stats[f"scorer_errors_{fam}"] = int(res.counts.get("scorer_errors", 0))  # of those, scenes its model raised on
     stats["masked_rewards"] = int((~reward.valid).sum())
     return stats

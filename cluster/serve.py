@@ -23,6 +23,8 @@ from inflvg import cli
 from reward_actors.config import RewardConfig
 from serving.config import ServeConfig, api_key_hash, check_bind
 
+from .local_ray import secure_ray_env
+
 if TYPE_CHECKING:
     from ray.serve import Application
 
@@ -65,6 +67,7 @@ def build_app(args: dict) -> Application:
 
 
 def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:
+    secure_ray_env()  # before Ray is imported: it reads its network mode then
     import ray
     from ray import serve
 
@@ -72,7 +75,7 @@ def serve_forever(cfg: ServeConfig, key_hash: str | None) -> None:
 
     # replicas inherit this when Ray starts here: one intra-op thread unless configured
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.torch_threads))
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False)  # $RAY_ADDRESS overrides "local"
+    ray.init(address="local", include_dashboard=False)  # $RAY_ADDRESS overrides "local"
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port})
         serve.run(compose(cfg, key_hash), name=APP_NAME, route_prefix="/")

@@ -24,25 +24,41 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
     return out
 
 
-class Tracker:
-    """One MLflow run per training run; resuming continues the same MLflow run."""
+EXPERIMENT = "inflvg"
 
-    def __init__(self, cfg, run_dir: Path, tracking_uri: str):
+
+class Tracker:
+    """One MLflow run per attempt: a resumed run is a new MLflow run tagged with the checkpoint it
+    resumed from (``inflvg.resumed_from``) and the run's name (``inflvg.run``), so every attempt's
+    curves stay as they were logged. A run that raises ends FAILED (KILLED on Ctrl-C)."""
+
+    def __init__(self, cfg, store_root: Path, tracking_uri: str, resumed_from: str | None = None):
+        """``store_root``: where a SQLite store keeps its artifacts (beside the database)."""
         import mlflow
 
-        self.mlflow, self.run_dir = mlflow, run_dir
+        self.mlflow, self.run_dir = mlflow, store_root / cfg.run_name
         mlflow.set_tracking_uri(tracking_uri)
-        if tracking_uri.startswith("sqlite:") and mlflow.get_experiment_by_name("inflvg") is None:
-            # a run's own SQLite store keeps its artifacts beside it, not in the job's working directory
-            mlflow.create_experiment("inflvg", artifact_location=(run_dir / "mlartifacts").resolve().as_uri())
-        mlflow.set_experiment("inflvg")
-        id_file = run_dir / "mlflow_run_id"
-        run_id = id_file.read_text().strip() if id_file.exists() else None
-        self.run = mlflow.start_run(run_id=run_id, run_name=None if run_id else cfg.run_name)
-        if run_id is None:
-            id_file.write_text(self.run.info.run_id)
-            mlflow.log_params(flatten(cfg))
-        self.uri = tracking_uri
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            # a SQLite store keeps its artifacts beside it, not in the job's working directory
+            location = (store_root / "mlartifacts").resolve().as_uri() if tracking_uri.startswith("sqlite:") else None
+            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        # the UI then opens on the training runs and their charts, not the GenAI overview
+        mlflow.MlflowClient().set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
+        mlflow.set_experiment(experiment_id=experiment_id)
+        tags = {"inflvg.run": cfg.run_name, **({"inflvg.resumed_from": resumed_from} if resumed_from else {})}
+        self.run = mlflow.start_run(run_name=cfg.run_name, tags=tags)
+        mlflow.log_params(flatten(cfg))
+        self.uri, self.experiment_id = tracking_uri, experiment_id
+
+    def charts_link(self) -> str:
+        """Where the run's charts are: a browser link for an HTTP server, else the store and run id."""
+        run_id = self.run.info.run_id
+        if self.uri.startswith("http"):
+            return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}/model-metrics"
+        return f"MLflow run {run_id} in {self.uri} (experiment '{EXPERIMENT}'; mlflow ui --backend-store-uri {self.uri})"
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
@@ -70,7 +86,8 @@ class Tracker:
         )
         return info.model_uri
 
-    def finish(self) -> str:
+    def finish(self, status: str = "FINISHED") -> str:
+        """End the run as FINISHED, FAILED or KILLED -> its id."""
         run_id = self.run.info.run_id
-        self.mlflow.end_run()
+        self.mlflow.end_run(status=status)
         return run_id

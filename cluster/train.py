@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,11 +26,14 @@ from inflvg.policy import SelectionPolicy, save_policy
 from inflvg.prompts import load_prompts
 from inflvg.protocol import BACKENDS, backend_widths
 from inflvg.rollout import Rollout, write_parquet
+from inflvg.storage import Storage
 from learner.checkpoint import latest_checkpoint, load_driver_state, prune_checkpoints
 
 from .config import PRESETS, ServiceConfig, preset, to_json
 from .faults import FaultInjector, parse_faults
+from .local_ray import secure_ray_env
 from .overrides import apply_overrides
+from .recovery import LearnerLost, learner_get, wait_for_learner
 from .roles import Roles, start_roles
 from .sampler import PromptSampler
 from .scoring import score_rollouts
@@ -50,23 +54,23 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
     with faults.during("rollout", step):
         rollouts = roles.rollouts.rollout(prompt_sets, noise_seed, selection_seed)
     timings["time_rollout"], t = time.perf_counter() - t, time.perf_counter()
-    with faults.during("reward", step):
+    with faults.during("reward", step), faults.during("scorer", step):
         reward = score_rollouts(rollouts, {ps.id: ps for ps in prompt_sets}, roles.rewards, dict(cfg.rewards.weights),
                                 cfg.rewards.normalise_components)  # fmt: skip
     timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
-    # ray.get of an untyped ObjectRef matches its list overload: cast to what Learner.update returns
-    learned = cast("dict[str, float]", ray.get(roles.learner.update.remote(rollouts)))
-    timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
-    version, weights = ray.get(roles.learner.weights.remote())
+    with faults.during("learner", step):
+        learned = cast("dict[str, float]", learner_get(roles.learner.update.remote(rollouts), f"step {step}'s update", cfg.call_timeout_s))
+        timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
+        version, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
     roles.rollouts.sync(version, ray.put(weights))
     timings["time_sync"] = time.perf_counter() - t
     return {**reward, **learned, **timings, "version": version}, rollouts
 
 
-def save_rollouts(rollouts: list[Rollout], run_dir: Path, step: int) -> Path:
-    """A step's scored rollouts, without their frames, as ``run_dir/rollouts/step-000003.parquet``."""
-    path = run_dir / "rollouts" / f"step-{step:06d}.parquet"
-    write_parquet([replace(r, frames=None) for r in rollouts], path)
+def save_rollouts(rollouts: list[Rollout], store: Storage, step: int) -> str:
+    """A step's scored rollouts, without their frames, as ``<run>/rollouts/step-000003.parquet``."""
+    path = store.path("rollouts", f"step-{step:06d}.parquet")
+    write_parquet([replace(r, frames=None) for r in rollouts], path, store.fs)
     return path
 
 
@@ -83,83 +87,171 @@ def restarts(roles: Roles) -> dict[str, float]:
     }
 
 
-def run(cfg: ServiceConfig, resume: str, faults: tuple = ()) -> Path:
-    run_dir = Path(cfg.output_root) / cfg.run_name
+def run(cfg: ServiceConfig, resume: str, faults: tuple = (), allow_config_change: bool = False) -> Path:
+    run_dir = Path(cfg.output_root) / cfg.run_name  # local: sample videos, the exported policy
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(to_json(cfg))  # the resolved config, flags and --set applied
+    store = Storage(cfg.storage or cfg.output_root).child(cfg.run_name)
+    checkpoints = store.location("checkpoints")
+    resumed_from = None if resume == "none" else latest_checkpoint(checkpoints if resume == "auto" else resume)
+    if resumed_from is not None:
+        check_same_config(cfg, store, allow_config_change)
+    store.write_bytes(to_json(cfg).encode(), "config.json")  # the resolved config, flags and --set applied
     roles = start_roles(cfg)
     sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size, cfg.prompts)
-    start_step = restore(cfg, roles, sampler, run_dir / "checkpoints", resume)
-    tracker = Tracker(cfg, run_dir, cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{run_dir.resolve()}/mlflow.db")
-    step_log = open_step_log(run_dir / "steps.jsonl", start_step)
-    target = roles.rewards.get("identity") or next(iter(roles.rewards.values()))
-    injector = FaultInjector(faults, {"rollout": roles.rollouts.handles[0], "reward": target.handles[0]})
-    for step in range(start_step, cfg.steps):
-        t0 = time.perf_counter()
-        metrics, rollouts = train_step(step, cfg, roles, sampler, injector)
-        wall = time.perf_counter() - t0
-        busy = metrics["time_rollout"] + metrics["time_reward"] + metrics["time_learn"]
-        metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall, **restarts(roles))
-        tracker.log_step(step, metrics)
-        if cfg.rollout_parquet:
-            save_rollouts(rollouts, run_dir, step)
-        if step % cfg.video_every == 0:
-            tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
-        record = {"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall, **restarts(roles)}
-        step_log.write(json.dumps(record) + "\n")
-        step_log.flush()
-        print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
-        # after the log line: a crash in between reruns the step from the previous checkpoint, and
-        # resuming drops log lines from the checkpoint's step on, so each step is logged once
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            import ray
-
-            ray.get(roles.learner.save_checkpoint.remote(str(run_dir / "checkpoints"), driver_state(step + 1, sampler)))
-            prune_checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
-    policy_path = export_policy(cfg, roles, run_dir)
-    model_uri = tracker.log_policy(policy_path)
-    run_id = tracker.finish()
-    print(f"curves: MLflow run {run_id} at {tracker.uri} (experiment 'inflvg')")
+    step = restore(cfg, roles, sampler, checkpoints, resume)
+    tracker = Tracker(cfg, Path(cfg.output_root), tracking_uri(cfg), resumed_from)
+    try:
+        train_loop(step, cfg, roles, sampler, FaultInjector.for_roles(faults, roles), tracker, store)
+        policy_path = export_policy(cfg, roles, run_dir, store)
+        model_uri = tracker.log_policy(policy_path)
+    except BaseException as e:
+        tracker.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish()
+    print(f"curves: {tracker.charts_link()}")
     print(f"logged model: {model_uri}")
     print(f"sample videos: {run_dir / 'videos'}")
-    print(f"trained policy: {policy_path}")
+    print(f"trained policy: {store.location('policy.pt')}")
     return policy_path
 
 
-def open_step_log(path: Path, start_step: int):
-    """The log of completed steps, one JSON line each. Steps at or after ``start_step`` ran after
-    the checkpoint we resume from and are run again, so their lines are dropped first."""
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] < start_step] if path.exists() else []
-    path.write_text("".join(line + "\n" for line in kept))
-    return open(path, "a")
+def tracking_uri(cfg: ServiceConfig) -> str:
+    """The config's, else $MLFLOW_TRACKING_URI, else one SQLite store for every run under output_root."""
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(cfg.output_root).resolve()}/mlflow.db"
 
 
-def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, ckpt_root: Path, resume: str) -> int:
-    """-> the first step to run. 'auto': the latest checkpoint if there is one; 'none': start over."""
+def train_loop(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, faults: FaultInjector, tracker: Tracker,
+               store: Storage) -> None:  # fmt: skip
+    """Steps ``step`` .. cfg.steps - 1, a checkpoint every cfg.checkpoint_every; a lost learner
+    is resumed from the last checkpoint and the steps after it run again."""
+    checkpoints, step_log = store.location("checkpoints"), StepLog(store, step)
+    while step < cfg.steps:
+        try:
+            logged_step(step, cfg, roles, sampler, faults, tracker, step_log, store)
+            # after the log line: a crash in between reruns the step from the previous checkpoint, and
+            # resuming drops log lines from the checkpoint's step on, so each step is logged once
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                saving = roles.learner.save_checkpoint.remote(checkpoints, driver_state(step + 1, sampler))
+                check_visible(learner_get(saving, "save_checkpoint", cfg.call_timeout_s), checkpoints)
+                prune_checkpoints(checkpoints, cfg.keep_checkpoints)
+            step += 1
+        except LearnerLost as lost:
+            step = resume_after_loss(cfg, roles, sampler, checkpoints, lost)
+            step_log.truncate(step)
+
+
+def logged_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, faults: FaultInjector, tracker: Tracker,
+                step_log: StepLog, store: Storage) -> None:  # fmt: skip
+    """One training step, then its metrics to MLflow, its line to steps.jsonl and (optionally) its rollouts to Parquet."""
+    t0 = time.perf_counter()
+    metrics, rollouts = train_step(step, cfg, roles, sampler, faults)
+    wall = time.perf_counter() - t0
+    busy = metrics["time_rollout"] + metrics["time_reward"] + metrics["time_learn"]
+    metrics.update(step_seconds=wall, overhead_fraction=(wall - busy) / wall, videos_per_minute=60 * len(rollouts) / wall, **restarts(roles))
+    tracker.log_step(step, metrics)
+    if cfg.rollout_parquet:
+        save_rollouts(rollouts, store, step)
+    if step % cfg.video_every == 0:
+        tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
+    step_log.append({"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall, **restarts(roles)})
+    print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
+
+
+def check_visible(saved: str, checkpoints: str) -> None:
+    """The checkpoint the learner just wrote must be the driver's latest: else the learner wrote to a
+    folder of its own node, which a resume would never find."""
+    if latest_checkpoint(checkpoints) != saved:
+        raise RuntimeError(f"the learner saved {saved}, which the driver does not see under {checkpoints}: the learner runs on "
+                           "another node and the storage is a local folder; use --storage with a URI (s3://, gs://, file:// "
+                           "on a mount every node shares)")  # fmt: skip
+
+
+def check_same_config(cfg: ServiceConfig, store: Storage, allow_change: bool) -> None:
+    """Refuse to resume a run whose stored config differs from ``cfg``, listing the differences."""
+    if not store.exists("config.json"):
+        return
+    before, now = _flat(json.loads(store.read_bytes("config.json"))), _flat(json.loads(to_json(cfg)))
+    # a field the stored config lacks was added by a newer version of this code: not a change of the run
+    changed = [f"{k}: {before[k]!r} -> {now.get(k)!r}" for k in sorted(before) if before[k] != now.get(k)]
+    if changed and not allow_change:
+        raise ValueError(f"the run {store.uri} was started with another config; resuming it would mix two runs. Changed: "
+                         f"{'; '.join(changed)}. Use the same flags, --resume none to start over, or --allow-config-change")  # fmt: skip
+    if changed:
+        print(f"resuming with a changed config (--allow-config-change): {'; '.join(changed)}", flush=True)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+class StepLog:
+    """The log of completed steps, ``<run>/steps.jsonl``, one JSON line each, rewritten whole after
+    every step (object stores cannot append). Steps at or after ``start_step`` ran after the
+    checkpoint we resume from and are run again, so their lines are dropped first."""
+
+    def __init__(self, store: Storage, start_step: int):
+        self.store = store
+        self.lines = store.read_bytes("steps.jsonl").decode().splitlines() if store.exists("steps.jsonl") else []
+        self.truncate(start_step)
+
+    def truncate(self, start_step: int) -> None:
+        """Drop the lines of ``start_step`` and later (they are about to run again)."""
+        self.lines = [line for line in self.lines if json.loads(line)["step"] < start_step]
+        self._write()
+
+    def append(self, record: dict) -> None:
+        self.lines.append(json.dumps(record))
+        self._write()
+
+    def _write(self) -> None:
+        self.store.write_bytes("".join(line + "\n" for line in self.lines).encode(), "steps.jsonl")
+
+
+def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, resume: str, rollback: bool = False) -> int:
+    """-> the first step to run. 'auto': the latest checkpoint if there is one; 'none': start over;
+    else a checkpoint (or checkpoint root) by path or URI. ``rollback``: the rollout workers hold
+    newer weights than the checkpoint's (a restarted learner) and take the older ones."""
     import ray
 
     if resume == "none":
         return 0
-    path = latest_checkpoint(ckpt_root) if resume == "auto" else Path(resume)
+    path = latest_checkpoint(checkpoints) if resume == "auto" else resume
     if path is None:
         return 0
-    version = cast(int, ray.get(roles.learner.load_checkpoint.remote(str(path))))  # Learner.load_checkpoint's version
+    version = cast(int, learner_get(roles.learner.load_checkpoint.remote(path), f"load_checkpoint({path})", cfg.call_timeout_s))
     state = load_driver_state(path)
     sampler.restore(state["sampler"])
-    _, weights = ray.get(roles.learner.weights.remote())
-    roles.rollouts.sync(version, ray.put(weights))
+    _, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
+    roles.rollouts.sync(version, ray.put(weights), rollback)
     print(f"resumed from {path} at step {state['step']} (policy version {version})", flush=True)
     return int(state["step"])
 
 
-def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path) -> Path:
-    import ray
+def resume_after_loss(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, lost: LearnerLost) -> int:
+    """Wait for Ray to restart the learner, restore the last checkpoint (or the start, if there is
+    none yet) and push its weights to the rollout workers -> the step to run next."""
+    print(f"{lost}; resuming from the last checkpoint once Ray has restarted it", flush=True)
+    wait_for_learner(roles.learner, cfg.call_timeout_s)
+    step = restore(cfg, roles, sampler, checkpoints, "auto", rollback=True)
+    if step == 0:  # no checkpoint yet: the restarted learner holds its seeded initial weights
+        sampler.position = 0
+        version, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
+        roles.rollouts.sync(version, weights, rollback=True)
+    return step
 
-    _, weights = ray.get(roles.learner.weights.remote())
+
+def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path, store: Storage) -> Path:
+    """The trained policy as ``run_dir/policy.pt``, copied to ``<storage>/<run>/policy.pt`` when that is elsewhere."""
+    _, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
     policy = SelectionPolicy(cfg.learner.policy)
     policy.load_state_dict(weights)
     path = run_dir / "policy.pt"
     save_policy(policy, path)
+    if store.location("policy.pt") != str(path.resolve()):
+        store.write_bytes(path.read_bytes(), "policy.pt")
     return path
 
 
@@ -174,7 +266,10 @@ class TrainArgs:
     """The generator by name, applied after every other flag: sets rollout.generator and the
     policy's input widths (learner.policy.d_feature, d_prompt) to its features'; None: the preset's."""
     resume: str = "auto"
-    """'auto' (the latest checkpoint of this run, if any), 'none' (start over), or a checkpoint path."""
+    """'auto' (the latest checkpoint of this run, if any), 'none' (start over), or a checkpoint path or URI."""
+    allow_config_change: bool = False
+    """Resume even if the run's stored config.json differs from this one (the differences are printed);
+    without it such a resume is refused with the differences listed."""
     faults: str | None = None
     """Fault injection, e.g. rollout@1,reward@2: kill that actor during that step."""
     overrides: Annotated[tuple[str, ...], cli.arg(name="set", metavar="FIELD=VALUE"), cli.Repeated] = ()
@@ -187,8 +282,8 @@ PROG = "python -m cluster.train"
 PRESET_HELP = "The config the other flags start from. " + " ".join(f"{name}: {make.__doc__}" for name, make in PRESETS.items())
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ServiceConfig, str, tuple]:
-    """(the resolved config, resume, faults) from the command line; a bad flag or value exits with status 2."""
+def parse_args(argv: list[str] | None = None) -> tuple[ServiceConfig, str, tuple, bool]:
+    """(the resolved config, resume, faults, allow_config_change) from the command line; a bad flag or value exits with status 2."""
     args = cli.parse(TrainArgs, argv, prog=PROG, description=__doc__, presets={n: lambda n=n: TrainArgs(config=preset(n)) for n in PRESETS},
                      preset="storyworld", preset_help=PRESET_HELP, underscores=True)  # fmt: skip
     with cli.usage_errors(PROG):
@@ -198,13 +293,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[ServiceConfig, str, tuple
             cfg = with_generator(cfg, args.generator)
         if cfg.prompts:
             load_prompts(cfg.prompts)  # a bad row fails here, before Ray or any step starts
-    return cfg, args.resume, faults
+    return cfg, args.resume, faults, args.allow_config_change
 
 
 def main(argv: list[str] | None = None) -> Path:
-    cfg, resume, faults = parse_args(argv)
+    cfg, resume, faults, allow_config_change = parse_args(argv)
+    stop_on_signals()
     ray_init()
-    return run(cfg, resume, faults)
+    try:
+        return run(cfg, resume, faults, allow_config_change)
+    finally:
+        import ray
+
+        ray.shutdown()  # stops the local Ray this driver started; a cluster's stays up
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM (``ray job stop`` sends it) stop the run: Ctrl-C semantics, the MLflow run
+    ends KILLED and a local Ray is shut down. Set explicitly: a process started in the background
+    by a shell inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def with_generator(cfg: ServiceConfig, name: str) -> ServiceConfig:
@@ -215,13 +324,15 @@ def with_generator(cfg: ServiceConfig, name: str) -> ServiceConfig:
 
 
 def ray_init() -> None:
-    """Join the cluster a `ray job submit` runs us in; otherwise start a local Ray on 127.0.0.1."""
+    """Join the cluster a `ray job submit` runs us in; otherwise start a single-machine Ray on loopback."""
+    if not os.environ.get("RAY_ADDRESS"):
+        secure_ray_env()  # before Ray is imported: it reads its network mode then
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
-        ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=True)
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
 
 
 if __name__ == "__main__":

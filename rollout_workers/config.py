@@ -28,6 +28,8 @@ class RolloutConfig:
     """Times Ray restarts a dead actor (its work is re-issued once by the group)."""
     threads: int = 1
     """torch intra-op threads inside the actor: more than the reserved cores makes it much slower."""
+    call_timeout_s: float = 1800.0
+    """Seconds a rollout call (one replica's share of a step) or a weight push may take before the step stops with an error naming it."""
 
     def __post_init__(self) -> None:
         one_of(self, "generator", tuple(BACKENDS))
@@ -44,3 +46,4 @@ class RolloutConfig:
         at_least(self, "threads", 1, "use 1 per reserved CPU core")
         number(self, "num_cpus")
         number(self, "num_gpus")
+        number(self, "call_timeout_s", 1, fix="give the seconds a rollout call may take, e.g. 1800")

@@ -39,14 +39,15 @@ class RolloutGroup:
         self._weights = None  # ObjectRef of those weights, pushed again to a restarted replica
         self.reissued = 0  # prompt sets sent a second time because their replica died
 
-    def sync(self, version: int, weights_ref) -> None:
+    def sync(self, version: int, weights_ref, rollback: bool = False) -> None:
         """Push policy weights (an ObjectRef of a state_dict, or the state_dict itself, which is
-        put once) to every replica by reference and check each accepted them."""
+        put once) to every replica by reference and check each accepted them. ``rollback``: the
+        learner was restored to an older version, which the replicas then take."""
         import ray
 
         ref = weights_ref if isinstance(weights_ref, ray.ObjectRef) else ray.put(weights_ref)
-        pending = [h.set_weights.remote(version, ref) for h in self.handles]  # all replicas load at once
-        refused = [i for i, (h, p) in enumerate(zip(self.handles, pending, strict=True)) if not _push(h, version, ref, p)]
+        pending = [h.set_weights.remote(version, ref, rollback) for h in self.handles]  # all replicas load at once
+        refused = [i for i, (h, p) in enumerate(zip(self.handles, pending, strict=True)) if not _push(h, version, ref, p, self.cfg.call_timeout_s)]
         if refused:
             raise RuntimeError(
                 f"rollout replicas {refused} refused weights version {version}: they hold a newer one; "
@@ -80,28 +81,38 @@ class RolloutGroup:
         return out
 
     def _get_or_reissue(self, handle, ref, reissue: Callable, n_sets: int) -> list[Rollout]:
-        import ray
         from ray.exceptions import RayActorError
 
         try:
-            return ray.get(ref)
+            return _get(ref, "a rollout call", self.cfg.call_timeout_s)
         except (RayActorError, NoWeightsError):  # died mid-call, or was restarted since the last sync
             self.reissued += n_sets
-        if not _push(handle, self.version, self._weights):  # a restarted replica starts with no weights
+        if not _push(handle, self.version, self._weights, timeout_s=self.cfg.call_timeout_s):  # a restarted replica starts with no weights
             raise RuntimeError(f"a restarted rollout replica refused weights version {self.version}")
-        return ray.get(reissue())  # a second death propagates: the driver decides what to do
+        return _get(reissue(), "a re-issued rollout call", self.cfg.call_timeout_s)  # a second death propagates: the driver decides
 
 
-def _push(handle, version: int, ref, pending=None) -> bool:
+def _get(ref, what: str, timeout_s: float) -> Any:
+    """``ray.get`` with a timeout that says what did not answer and which field to raise."""
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    try:
+        return ray.get(ref, timeout=timeout_s)
+    except GetTimeoutError as e:
+        raise TimeoutError(f"{what} to a rollout replica did not answer within {timeout_s:.0f} s (RolloutConfig.call_timeout_s); "
+                           "look at its log, or raise the timeout for a slower generator") from e  # fmt: skip
+
+
+def _push(handle, version: int, ref, pending=None, timeout_s: float = 1800.0) -> bool:
     """Weights to one replica (``pending``: the set_weights call already made) -> whether it
     accepted them. A replica that died meanwhile gets them once Ray has restarted it."""
-    import ray
     from ray.exceptions import RayActorError
 
     try:
-        return ray.get(pending if pending is not None else handle.set_weights.remote(version, ref))
+        return _get(pending if pending is not None else handle.set_weights.remote(version, ref), "a weight push", timeout_s)
     except RayActorError:  # Ray resends the (idempotent) call until it has restarted the replica, or it is dead for good
-        return ray.get(handle.set_weights.options(max_task_retries=-1).remote(version, ref), timeout=120)
+        return _get(handle.set_weights.options(max_task_retries=-1).remote(version, ref), "a weight push", timeout_s)
 
 
 def _chunks(n: int, replicas: int) -> list[tuple[int, int]]:

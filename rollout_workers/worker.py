@@ -62,10 +62,13 @@ class RolloutWorker:
         self.embed = PromptEmbedder(self.gen)
         self._version = -1
 
-    def set_weights(self, version: int, state_dict: dict) -> bool:
+    def set_weights(self, version: int, state_dict: dict, rollback: bool = False) -> bool:
         """Load policy weights tagged ``version``. An older version is refused (False, weights kept):
-        a late push must never roll the replica back. The same version is a no-op (True)."""
+        a late push must never roll the replica back, unless ``rollback`` says the learner itself
+        went back (restored from a checkpoint). The same version is a no-op (True)."""
         _check_seed("version", version)
+        if rollback and version < self._version:
+            self._version = -1
         if version < self._version:
             return False
         if version > self._version:

@@ -65,16 +65,16 @@ def test_help_lists_every_field_by_its_dotted_name_with_its_docstring(train_help
 
 def test_a_preset_is_the_default_that_flags_override_in_any_order():
     for argv in (["--preset", "debug", "--steps", "5"], ["--steps", "5", "--preset", "debug"], ["--steps=5", "--preset=debug"]):
-        cfg, resume, faults = cluster_train.parse_args(argv)
+        cfg, resume, faults, _ = cluster_train.parse_args(argv)
         assert cfg == dataclasses.replace(preset("debug"), steps=5) and resume == "auto" and faults == ()
-    cfg, _, _ = cluster_train.parse_args([])
+    cfg, *_ = cluster_train.parse_args([])
     assert cfg == preset("storyworld")
 
 
 def test_the_old_flag_spellings_still_work(tmp_path):
     argv = ["--preset", "debug", "--run-name", "mine", "--output-root", str(tmp_path), "--seed", "3", "--resume", "none",
             "--faults", "rollout@1", "--generator", "wan-tiny", "--learner.max-grad-norm", "0.5"]  # fmt: skip
-    cfg, resume, faults = cluster_train.parse_args(argv)
+    cfg, resume, faults, _ = cluster_train.parse_args(argv)
     assert (cfg.run_name, cfg.output_root, cfg.seed, cfg.learner.max_grad_norm, resume) == ("mine", str(tmp_path), 3, 0.5, "none")
     assert cfg.rollout.generator == "wan-tiny" and cfg == cluster_train.with_generator(dataclasses.replace(cfg, rollout=dataclasses.replace(
         cfg.rollout, generator="storyworld")), "wan-tiny")  # fmt: skip
@@ -84,10 +84,10 @@ def test_the_old_flag_spellings_still_work(tmp_path):
 def test_set_is_typed_applied_at_once_and_wins_over_flags():
     model = "rewards.alignment.model_name=ViT-B-32"
     ckpt = "rewards.alignment.checkpoint=/weights/clip.pt"
-    one, _, _ = cluster_train.parse_args(["--preset", "debug", "--set", model, "--set", ckpt])
-    other, _, _ = cluster_train.parse_args(["--preset", "debug", "--set", ckpt, "--set", model])
+    one, *_ = cluster_train.parse_args(["--preset", "debug", "--set", model, "--set", ckpt])
+    other, *_ = cluster_train.parse_args(["--preset", "debug", "--set", ckpt, "--set", model])
     assert one == other and one.rewards.alignment.model_name == "ViT-B-32" and one.rewards.alignment.checkpoint == "/weights/clip.pt"
-    cfg, _, _ = cluster_train.parse_args(["--preset", "debug", "--set", "learner.lr=1", "--learner.lr", "0.5", "--set", "rollout.budget_k=None",
+    cfg, *_ = cluster_train.parse_args(["--preset", "debug", "--set", "learner.lr=1", "--learner.lr", "0.5", "--set", "rollout.budget_k=None",
                                           "--set", "rewards.weights=(('identity', 1),)", "--set", "learner.dtype=bf16"])  # fmt: skip
     assert cfg.learner.lr == 1.0 and isinstance(cfg.learner.lr, float) and cfg.rollout.budget_k is None
     assert cfg.rewards.weights == (("identity", 1.0),) and cfg.learner.dtype == "bf16"
@@ -134,13 +134,51 @@ def test_run_writes_the_resolved_config_first(tmp_path, monkeypatch):
         raise Stop
 
     monkeypatch.setattr(cluster_train, "start_roles", no_roles)
-    cfg, _, _ = cluster_train.parse_args(["--preset", "debug", "--output-root", str(tmp_path), "--run-name", "r", "--set", "learner.lr=3e-3"])
+    cfg, *_ = cluster_train.parse_args(["--preset", "debug", "--output-root", str(tmp_path), "--run-name", "r", "--set", "learner.lr=3e-3"])
     with pytest.raises(Stop):
         cluster_train.run(cfg, "none")
     written = (tmp_path / "r" / "config.json").read_text()
     assert written == to_json(cfg)
     data = json.loads(written)
     assert data["learner"]["lr"] == 3e-3 and data["run_name"] == "r" and data["rewards"]["weights"][0] == ["alignment", 0.25]
+
+
+def test_resuming_with_another_config_is_refused_with_the_differences(tmp_path, capsys):
+    from inflvg.storage import Storage
+
+    store = Storage(tmp_path)
+    cfg, *_ = cluster_train.parse_args(["--preset", "debug"])
+    stored = json.loads(to_json(cfg))
+    stored["learner"]["lr"], stored["steps"] = 0.5, 7
+    del stored["storage"]  # a field an older version did not have: not a change
+    store.write_bytes(json.dumps(stored).encode(), "config.json")
+    with pytest.raises(ValueError, match=r"learner.lr: 0.5 -> 0.0001; steps: 7 -> 3\. Use the same flags.*--allow-config-change"):
+        cluster_train.check_same_config(cfg, store, allow_change=False)
+    cluster_train.check_same_config(cfg, store, allow_change=True)
+    assert "resuming with a changed config" in capsys.readouterr().out
+
+
+def test_a_run_that_raises_ends_failed_in_one_mlflow_store(tmp_path, monkeypatch):
+    """The store is <output_root>/mlflow.db, shared by every run; the experiment opens on training charts."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    class Boom(Exception):
+        pass
+
+    def boom(*args, **kwargs):
+        raise Boom
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # set by mlflow.set_tracking_uri in earlier tests
+    handles = SimpleNamespace(handles=[None])  # the roles are not under test: the run never reaches them
+    monkeypatch.setattr(cluster_train, "start_roles", lambda cfg: SimpleNamespace(rewards={"identity": handles}, rollouts=handles, learner=None))
+    monkeypatch.setattr(cluster_train, "train_loop", boom)
+    cfg, *_ = cluster_train.parse_args(["--preset", "debug", "--output-root", str(tmp_path), "--run-name", "r"])
+    with pytest.raises(Boom):
+        cluster_train.run(cfg, "none")
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    assert db.execute("select name, status from runs").fetchall() == [("r", "FAILED")]
+    assert ("mlflow.experimentKind", "custom_model_development") in db.execute("select key, value from experiment_tags").fetchall()
 
 
 # ------------------------------------------------------------------ the convention itself, on a toy config

@@ -73,15 +73,16 @@ def test_debug_preset_via_ray_job_submit(reference):
     run, stdout = reference
     assert logged_steps(run) == [0, 1, 2]
     assert (run / "policy.pt").stat().st_size > 0 and f"trained policy: {run / 'policy.pt'}" in stdout
-    db = sqlite3.connect(run / "mlflow.db")
+    db = sqlite3.connect(run.parent / "mlflow.db")  # one store for every run under the output root
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
     assert {"reward_total_mean", "clip_fraction", "overhead_fraction", "time_rollout", "videos_per_minute", "rollout_reissued"} <= keys
+    assert db.execute("select status from runs").fetchall() == [("FINISHED",)]
     assert list((run / "videos").glob("*.gif"))
     import mlflow.pytorch
 
     from inflvg.policy import load_policy
 
-    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{run.parent / 'mlflow.db'}")
     uri = next(line.split(": ", 1)[1] for line in stdout.splitlines() if line.startswith("logged model: "))
     logged, saved = mlflow.pytorch.load_model(uri), load_policy(run / "policy.pt")
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in logged.state_dict().items())
@@ -89,23 +90,28 @@ def test_debug_preset_via_ray_job_submit(reference):
 
 def test_actors_killed_mid_step_lose_and_double_nothing(ray_head, reference, tmp_path):
     address, env = ray_head
-    done = submit(address, env, "--output-root", str(tmp_path), "--faults", "rollout@1,reward@2")
+    done = submit(address, env, "--output-root", str(tmp_path), "--faults", "rollout@1,reward@2,learner@1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "killed the rollout actor during step 1" in done.stdout and "killed the reward actor during step 2" in done.stdout
+    assert "killed the learner actor during step 1" in done.stdout and "the learner died during" in done.stdout
+    assert "resumed from" in done.stdout  # the restarted learner took the checkpoint after step 0, in the same job
     run = tmp_path / "debug"
     assert logged_steps(run) == [0, 1, 2]  # nothing lost, nothing doubled
     last = json.loads((run / "steps.jsonl").read_text().splitlines()[-1])
     assert last["rollout_reissued"] >= 1 and last["reward_failures"] == 0
     diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
-    print(f"max |weights - undisturbed run| after two actor kills: {diff:.3g}")
+    print(f"max |weights - undisturbed run| after three actor kills: {diff:.3g}")
     assert diff == 0.0  # re-issued work gives the same rollouts and scores, so the same updates
 
 
 def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, reference, tmp_path):
+    """Through a storage URI (pyarrow.fs, as s3:// would be): checkpoints, steps.jsonl and policy.pt
+    go there, and the local run folder holds none of them."""
     address, env = ray_head
-    started = submit(address, env, "--output-root", str(tmp_path), wait=False)
+    storage = f"file://{tmp_path}/store"
+    started = submit(address, env, "--output-root", str(tmp_path / "local"), "--storage", storage, wait=False)
     assert started.returncode == 0, started.stdout + started.stderr
-    run, deadline = tmp_path / "debug", time.monotonic() + 600
+    run, deadline = tmp_path / "store" / "debug", time.monotonic() + 600
     while not (run / "checkpoints" / "latest").exists():  # the first checkpoint: after step 0
         assert time.monotonic() < deadline, "no checkpoint written in 10 minutes"
         time.sleep(0.2)
@@ -114,25 +120,33 @@ def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, 
     for pid in drivers.stdout.split():
         os.kill(int(pid), signal.SIGKILL)  # a crash mid-run: no cleanup, no final checkpoint
     assert drivers.stdout.split() and not (run / "policy.pt").exists()
-    resumed = submit(address, env, "--output-root", str(tmp_path))
+    changed = submit(address, env, "--output-root", str(tmp_path / "local"), "--storage", storage, "--learner.lr", "0.5")
+    assert changed.returncode != 0 and "learner.lr: 0.0001 -> 0.5" in changed.stdout + changed.stderr
+    resumed = submit(address, env, "--output-root", str(tmp_path / "local"), "--storage", storage)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout
+    assert "resumed from file://" in resumed.stdout
     assert logged_steps(run) == [0, 1, 2]  # the steps after the checkpoint ran again, each logged once
+    assert not (tmp_path / "local" / "debug" / "checkpoints").exists() and not (tmp_path / "local" / "debug" / "steps.jsonl").exists()
     diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
     print(f"max |weights - undisturbed run| after a kill and resume: {diff:.3g}")
     assert diff == 0.0
 
 
 def test_a_free_text_prompt_file_trains_through_ray_job_submit(ray_head, tmp_path):
-    """InfLVG-format rows (6 scenes, free text, no tags): the file sets the scene count, whatever the preset says."""
+    """InfLVG-format rows (6 scenes, free text, no tags): the file sets the scene count, whatever the preset says.
+    And a scorer that raises on a quarter of the scenes: the run completes, those scenes masked and counted."""
     address, env = ray_head
-    done = submit(address, env, "--prompts", "tests/data/free_text.jsonl", "--run-name", "freetext", "--output-root", str(tmp_path))
+    done = submit(address, env, "--prompts", "tests/data/free_text.jsonl", "--run-name", "freetext", "--output-root", str(tmp_path),
+                  "--faults", "scorer@0")  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "freetext"
     assert logged_steps(run) == [0, 1, 2] and (run / "policy.pt").stat().st_size > 0
     sample = json.loads((run / "videos" / "step00000.json").read_text())
     rows = [json.loads(line) for line in (REPO / "tests" / "data" / "free_text.jsonl").read_text().splitlines()]
     assert len(sample["prompts"]) == 6 and sample["prompts"] in [[r[str(i)] for i in range(6)] for r in rows]
+    db = sqlite3.connect(tmp_path / "mlflow.db")
+    totals = dict(db.execute("select key, sum(value) from metrics where key in ('masked_artifacts', 'scorer_errors_artifacts') group by key"))
+    assert totals["scorer_errors_artifacts"] > 0 and totals["masked_artifacts"] == totals["scorer_errors_artifacts"]
 
 
 def test_a_bad_prompt_file_fails_before_anything_starts(tmp_path):
