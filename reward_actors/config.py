@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from inflvg.validate import at_least, number, positive_int
+from inflvg.validate import at_least, boolean, number, positive_int
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,19 @@ class ActorResources:
     """GPUs Ray reserves for each replica; > 0 runs its model on CUDA."""
     max_restarts: int = 2
     """Ray restarts a crashed replica this many times; -1 (forever) is refused: a crash loop must end."""
+    call_timeout_s: float = 1800.0
+    """Seconds one scoring call may take before the step stops with an error naming the family and this field."""
+    continue_if_lost: bool = False
+    """If a replica dies again after its restart: False stops the job with an error naming the family;
+    True trains on without it, its scenes masked and counted (reward_failures, masked_<family>)."""
 
     def __post_init__(self) -> None:
         positive_int(self, "replicas")
         number(self, "num_cpus")
         number(self, "num_gpus")
         at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
+        boolean(self, "continue_if_lost")
+        number(self, "call_timeout_s", 1, fix="give the seconds a scoring call may take, e.g. 1800")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import numpy as np
 from inflvg.world.readers import band_colours
 from inflvg.world.readers_fit import box_count, horizon_row, largest_component
 
+from .device import onnx_providers
+
 FG_DISTANCE = 40.0  # a pixel this far from its band's colour is not background
 MIN_SUBJECT_PIXELS = 8
 CROP_FRACTION = 0.625  # crop side / frame side: 20 px of a 32 px frame holds the largest sprite (14 px)
@@ -84,7 +86,8 @@ class InsightFaceDetector:
     keypoints, else a square around the box enlarged by ``margin``; the highest-scoring face wins.
     """
 
-    def __init__(self, path: str, det_size: tuple[int, int] = (640, 640), det_thresh: float = 0.5, crop_size: int = 112, margin: float = 1.3):
+    def __init__(self, path: str, det_size: tuple[int, int] = (640, 640), det_thresh: float = 0.5, crop_size: int = 112, margin: float = 1.3,
+                 device: str = "cpu"):  # fmt: skip
         from insightface.app import FaceAnalysis
         from insightface.model_zoo import model_zoo
         from insightface.model_zoo.retinaface import RetinaFace
@@ -95,10 +98,14 @@ class InsightFaceDetector:
             raise FileNotFoundError(
                 f"insightface detector not found at {p}: pass a local SCRFD .onnx file or a model-pack folder holding one (nothing is downloaded)"
             )
-        model = FaceAnalysis(name=str(p.resolve()), allowed_modules=["detection"]).det_model if p.is_dir() else model_zoo.get_model(str(p))
+        providers = onnx_providers(device)  # CPU only unless the replica reserved a GPU
+        if p.is_dir():
+            model = FaceAnalysis(name=str(p.resolve()), allowed_modules=["detection"], providers=providers).det_model
+        else:
+            model = model_zoo.get_model(str(p), providers=providers)
         if not isinstance(model, (SCRFD, RetinaFace)):  # insightface's detection models (taskname "detection")
             raise ValueError(f"{p} is not an insightface detection model (insightface routed it to {type(model).__name__})")
-        model.prepare(-1, input_size=tuple(det_size), det_thresh=det_thresh)
+        model.prepare(0 if device == "cuda" else -1, input_size=tuple(det_size), det_thresh=det_thresh)  # -1: CPU provider only
         self.model, self.name = model, f"insightface:{p.name}"
         self.crop_size, self.margin = crop_size, margin
 
@@ -117,8 +124,9 @@ class InsightFaceDetector:
         return square_crop(frame, ((y0 + y1) / 2.0, (x0 + x1) / 2.0), side)
 
 
-def make_detector(spec: str) -> StoryWorldDetector | InsightFaceDetector:
-    """"storyworld" -> the analytic detector; otherwise a local insightface detector path."""
+def make_detector(spec: str, device: str = "cpu") -> StoryWorldDetector | InsightFaceDetector:
+    """'storyworld' -> the analytic detector (numpy, no model); otherwise a local insightface detector
+    path, run on ``device``."""
     if spec == "storyworld":
         return StoryWorldDetector()
-    return InsightFaceDetector(spec)
+    return InsightFaceDetector(spec, device=device)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .detector import make_detector
+from .device import onnx_providers
 from .types import SceneBatch, ScoreResult
 
 if TYPE_CHECKING:
@@ -28,19 +29,21 @@ if TYPE_CHECKING:
 DEFAULT_RECOGNITION = Path(__file__).resolve().parent / "weights" / "identity_storyworld.onnx"
 
 
-def _session_kwargs(num_threads: int) -> dict:
+def _session_kwargs(num_threads: int, providers: list[str] | None = None) -> dict:
+    kwargs: dict = {} if providers is None else {"providers": providers}
     if num_threads <= 0:
-        return {}
+        return kwargs
     import onnxruntime
 
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = num_threads
     opts.inter_op_num_threads = 1
-    return {"sess_options": opts}
+    return {**kwargs, "sess_options": opts}
 
 
-def load_recognition(path: str | Path, num_threads: int = 0) -> ArcFaceONNX:
-    """A local ONNX file or model-pack folder -> insightface ``ArcFaceONNX`` (has ``get_feat``).
+def load_recognition(path: str | Path, num_threads: int = 0, device: str = "cpu") -> ArcFaceONNX:
+    """A local ONNX file or model-pack folder -> insightface ``ArcFaceONNX`` (has ``get_feat``), its
+    onnxruntime session on ``device`` ('cpu', or 'cuda' through CUDAExecutionProvider).
 
     A folder is either an insightface V2 package (``manifest.json``; its recognition task) or a
     legacy pack of ONNX files routed by input shape, as ``FaceAnalysis`` does (first recognition
@@ -56,7 +59,7 @@ def load_recognition(path: str | Path, num_threads: int = 0) -> ArcFaceONNX:
             f"identity recognition model not found at {p}: pass a local ArcFace .onnx file or an insightface model-pack folder "
             "(nothing is downloaded)"
         )
-    kwargs = _session_kwargs(num_threads)
+    kwargs = _session_kwargs(num_threads, onnx_providers(device))
     if p.is_file():
         candidates = [p]
     elif has_model_package_manifest(p):
@@ -84,15 +87,18 @@ def sample_frames(frames: np.ndarray, k: int) -> np.ndarray:
 
 
 class IdentityScorer:
-    """Per-scene identity consistency in [0, 1] for a ``SceneBatch`` with history."""
+    """Per-scene identity consistency in [0, 1] for a ``SceneBatch`` with history. ``device`` ('cpu' or
+    'cuda') is where the ONNX recognition model (and an insightface detector) run."""
 
     def __init__(
-        self, recognition: str | None = None, detector: str = "storyworld", frames_new: int = 8, frames_history: int = 8, num_threads: int = 0
-    ):
+        self, recognition: str | None = None, detector: str = "storyworld", frames_new: int = 8, frames_history: int = 8, num_threads: int = 0,
+        device: str = "cpu",
+    ):  # fmt: skip
         if frames_new < 1 or frames_history < 1:
             raise ValueError(f"frames_new and frames_history must be >= 1, got {frames_new}, {frames_history}")
-        self.model = load_recognition(DEFAULT_RECOGNITION if recognition is None else recognition, num_threads)
-        self.detector = make_detector(detector)
+        self.device = device
+        self.model = load_recognition(DEFAULT_RECOGNITION if recognition is None else recognition, num_threads, device)
+        self.detector = make_detector(detector, device)
         self.frames_new, self.frames_history = frames_new, frames_history
         onnx_file = Path(str(self.model.model_file))  # the path insightface loaded (never None for ArcFaceONNX)
         self.name = f"arcface:{onnx_file.stem}"

@@ -63,3 +63,45 @@ def test_killed_actor_mid_batch_every_score_exactly_once(ray_local):
 def test_unknown_family_is_a_clear_error(ray_local):
     with pytest.raises(ValueError, match="unknown reward family 'beauty'"):
         RewardGroup("beauty", ArtifactConfig())
+
+
+def test_a_scorer_raising_masks_and_counts_exactly_those_scenes(ray_local):
+    from reward_actors.actors import injected_failure
+    from reward_actors.cache import scene_key
+
+    batch = scenes(48, seed=7)
+    expected = ArtifactScorer().score(batch).scores
+    group = RewardGroup("artifacts", ArtifactConfig(replicas=2, num_cpus=0.5))
+    ray_local.get([h.fail_scenes.remote(0.25) for h in group.handles])
+    raising = np.array([injected_failure(scene_key(batch, i), 0.25) for i in range(len(batch))])
+    res = group.score(batch)
+    assert 0 < raising.sum() < len(batch)
+    assert np.array_equal(~res.valid, raising) and res.counts["scorer_errors"] == raising.sum()
+    assert all("scorer raised RuntimeError" in res.reasons[i] for i in np.flatnonzero(raising))
+    np.testing.assert_allclose(res.scores[~raising], expected[~raising])  # the other scenes keep their scores
+
+
+@pytest.mark.parametrize("continue_if_lost", [False, True])
+def test_a_family_lost_for_good_stops_the_caller_unless_told_to_continue(ray_local, continue_if_lost):
+    from reward_actors.group import RewardFamilyLost
+
+    batch = scenes(1200, seed=50)
+    group = RewardGroup("artifacts", ArtifactConfig(num_cpus=0.5, max_restarts=0, continue_if_lost=continue_if_lost))
+    result = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", _catch(group.score, batch)))
+    worker.start()
+    time.sleep(1.0)
+    ray_local.kill(group.handles[0], no_restart=True)  # dead for good: no restart left
+    worker.join(timeout=180)
+    assert group.failures == 1
+    if continue_if_lost:
+        assert not result["r"].valid.any() and "died twice" in result["r"].reasons[0]
+    else:
+        assert isinstance(result["r"], RewardFamilyLost) and "rewards.artifacts.continue_if_lost=True" in str(result["r"])
+
+
+def _catch(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - the test inspects what the caller would see
+        return e
