@@ -186,3 +186,15 @@ def test_the_scale_benchmark_reports_block_cost_and_kv_bytes(tmp_path):
     assert result["strategies"]["window"]["kv_bytes_gathered"] == 0
     assert result["strategies"]["full"]["context_tokens"]["2"] > result["strategies"]["full"]["context_tokens"]["1"]
     assert result["peak_memory_bytes"] > 0 and out.with_suffix(".md").read_text().startswith("| strategy |")
+
+
+def test_bf16_keeps_the_rope_tables_exact():
+    """Under bf16 (the CUDA dtype) the RoPE tables stay the fp32 ones: a cast there and back would round them."""
+    import torch
+
+    bf16 = load_backend("wan-tiny")
+    exact = {k: v.clone() for k, v in bf16.model.net.rope.named_buffers()}
+    bf16.dtype = torch.bfloat16  # what a CUDA device gets; the cast itself runs on CPU here
+    bf16._to_device()
+    assert bf16.model.net.proj_out.weight.dtype == torch.bfloat16
+    assert all(torch.equal(v, exact[k]) and v.dtype == torch.float32 for k, v in bf16.model.net.rope.named_buffers())

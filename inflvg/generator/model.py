@@ -160,7 +160,7 @@ class Generator(nn.Module):
 
     def t_freqs(self, max_distance: float) -> torch.Tensor:
         nt = max(1, self.head_dim // 8)
-        return temporal_freqs(nt, self.cfg.horizon_frames, max_distance, self.cfg.rope_scaling).to(self.full_yx.device)
+        return temporal_freqs(nt, self.cfg.horizon_frames, max_distance, self.cfg.rope_scaling, self.full_yx.device)
 
     def _run(self, h, cond, text, pos, t_freqs, ctx: Context | None):
         rope_self = rope_tables(pos, self.head_dim, t_freqs)

@@ -28,9 +28,11 @@ def pair_split(head_dim: int) -> tuple[int, int, int]:
     return nt, ny, pairs - nt - ny
 
 
-def temporal_freqs(nt: int, horizon: int, max_distance: float, scaling: str) -> torch.Tensor:
-    """(nt,) angular frequencies of the temporal axis, FLEX-scaled for long videos."""
-    freqs = TIME_BASE ** (-torch.arange(nt, dtype=torch.float64) / nt)
+def temporal_freqs(nt: int, horizon: int, max_distance: float, scaling: str, device: torch.device | str | None = None) -> torch.Tensor:
+    """(nt,) angular frequencies of the temporal axis, FLEX-scaled for long videos, made on ``device``
+    (None: the default device). Computed in float64 where the device has it (not MPS)."""
+    dtype = torch.float32 if torch.device(device if device is not None else "cpu").type == "mps" else torch.float64
+    freqs = TIME_BASE ** (-torch.arange(nt, dtype=dtype, device=device) / nt)
     scale = max(1.0, max_distance / horizon)
     if scaling == "none" or scale == 1.0:
         return freqs.float()
@@ -40,13 +42,13 @@ def temporal_freqs(nt: int, horizon: int, max_distance: float, scaling: str) -> 
 
 
 def rope_tables(pos: torch.Tensor, head_dim: int, t_freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """pos (..., N, 3) -> cos, sin (..., N, head_dim/2)."""
+    """pos (..., N, 3) -> cos, sin (..., N, head_dim/2). Every table is made on pos's device (t_freqs is
+    moved there if it is elsewhere), so CUDA or any other device's positions never meet a CPU tensor."""
     _, ny, nx = pair_split(head_dim)
-    fy = SPACE_BASE ** (-torch.arange(ny, dtype=torch.float32) / ny)
-    fx = SPACE_BASE ** (-torch.arange(nx, dtype=torch.float32) / nx)
-    ang = torch.cat(
-        [pos[..., 0:1] * t_freqs, pos[..., 1:2] * fy, pos[..., 2:3] * fx], -1
-    )
+    t_freqs = t_freqs.to(pos.device)
+    fy = SPACE_BASE ** (-torch.arange(ny, dtype=torch.float32, device=pos.device) / ny)
+    fx = SPACE_BASE ** (-torch.arange(nx, dtype=torch.float32, device=pos.device) / nx)
+    ang = torch.cat([pos[..., 0:1] * t_freqs, pos[..., 1:2] * fy, pos[..., 2:3] * fx], -1)
     return ang.cos(), ang.sin()
 
 

@@ -34,7 +34,7 @@ def grid_positions(size: int, patch: int, merge: int) -> torch.Tensor:
 
 def with_time(yx: torch.Tensor, t: int) -> torch.Tensor:
     """(N, 2) -> (N, 3) positions of frame t."""
-    return torch.cat([torch.full((yx.shape[0], 1), float(t)), yx], 1)
+    return torch.cat([torch.full((yx.shape[0], 1), float(t), device=yx.device), yx], 1)
 
 
 def to_unit(frames_u8) -> torch.Tensor:
