@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from inflvg.validate import number, one_of, positive_int
+from inflvg.validate import boolean, number, one_of, positive_int
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -44,6 +44,11 @@ class ServeConfig:
     """An MLflow URI of the policy artifact instead of a file: runs:/<run_id>/policy or models:/<name>/<version>."""
     tracking_uri: str | None = None
     """MLflow tracking URI used to resolve model_uri; None: $MLFLOW_TRACKING_URI."""
+    allow_pickled_models: bool = False
+    """Whether model_uri may load a pickled MLflow pytorch model (``mlflow.pytorch.load_model``) when
+    its run holds no ``policy/policy.pt`` artifact. Unpickling runs whatever code the file names, so
+    anyone who can write to the tracking server (often unauthenticated) could run code in every
+    replica: leave False unless you trust that store. False loads only the weights-only policy file."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Where each generator replica runs its models (cuda needs num_gpus > 0)."""
     num_cpus: float = 1.0
@@ -108,6 +113,7 @@ class ServeConfig:
         if self.policy and self.model_uri:
             raise ValueError("ServeConfig: give either policy (a file) or model_uri (MLflow), not both")
         one_of(self, "device", ("cpu", "cuda"))
+        boolean(self, "allow_pickled_models")
         if self.device == "cuda" and self.num_gpus <= 0:
             raise ValueError("ServeConfig.num_gpus must be > 0 with device='cuda', e.g. 1 (or 0.5 to share a GPU)")
         if self.max_replicas is not None and (isinstance(self.max_replicas, bool) or not isinstance(self.max_replicas, int)

@@ -72,25 +72,76 @@ def load_serving_policy(cfg: ServeConfig, d_feature: int, d_prompt: int | None =
     return policy.eval().requires_grad_(False)
 
 
+POLICY_ARTIFACT = "policy/policy.pt"
+"""Where a training run logs the policy file (``cluster.tracking.Tracker.log_policy``), beside its MLflow model."""
+
+
 def _mlflow_policy(cfg: ServeConfig) -> SelectionPolicy:
-    """runs:/<id>/policy (the training run's artifact: ``policy.pt``, loaded weights-only) or a
-    logged or registered model (``mlflow.pytorch``; unpickled, so only from a store you trust)."""
+    """The policy behind ``model_uri``: runs:/<id>/policy, a registered models:/<name>/<version> (or
+    @alias) or a logged models:/<model_id>. By default only the weights-only policy file is loaded:
+    the URI's own file (runs:/) or the ``policy/policy.pt`` artifact of the run the model came from.
+    A pickled MLflow pytorch model is loaded only with ``allow_pickled_models`` (unpickling runs code)."""
     import mlflow
     import mlflow.artifacts
 
     if cfg.tracking_uri:
         mlflow.set_tracking_uri(cfg.tracking_uri)  # models:/ URIs resolve through the global store
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=cfg.model_uri))
-    if local.is_file() or (local / "policy.pt").is_file():
-        return load_policy(local if local.is_file() else local / "policy.pt", cfg.device)
+    uri = str(cfg.model_uri)
+    run_id = _source_run(uri)
+    direct = [] if uri.startswith("models:/") else [uri]  # runs:/<id>/policy, or any artifact URI of the file itself
+    for candidate in direct + ([f"runs:/{run_id}/{POLICY_ARTIFACT}"] if run_id else []):
+        local = _download(candidate)
+        if local is not None and (local.is_file() or (local / "policy.pt").is_file()):
+            return load_policy(local if local.is_file() else local / "policy.pt", cfg.device)  # weights_only=True
+    if not cfg.allow_pickled_models:
+        raise ValueError(
+            f"model_uri {uri!r}: {f'its run {run_id}' if run_id else 'it comes from no run and'} holds no {POLICY_ARTIFACT} "
+            f"artifact (the weights-only policy file a training run logs beside its model), and loading the MLflow model would "
+            f"unpickle it, which runs whatever code it holds; log the policy file with the model (cluster.tracking does), or set "
+            f"ServeConfig.allow_pickled_models=True if you trust everyone who can write to this tracking server"
+        )
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     if not (local / "MLmodel").is_file():
-        raise ValueError(f"model_uri {cfg.model_uri!r} holds neither policy.pt nor an MLflow model")
+        raise ValueError(f"model_uri {uri!r} holds neither policy.pt nor an MLflow model")
     import mlflow.pytorch as mlflow_pytorch
 
-    policy = mlflow_pytorch.load_model(str(local), map_location=cfg.device)
+    policy = mlflow_pytorch.load_model(str(local), map_location=cfg.device)  # unpickles: allowed by the config
     if not isinstance(policy, SelectionPolicy):
-        raise ValueError(f"model_uri {cfg.model_uri!r} is a {type(policy).__name__}, not a SelectionPolicy")
+        raise ValueError(f"model_uri {uri!r} is a {type(policy).__name__}, not a SelectionPolicy")
     return policy
+
+
+def _source_run(uri: str) -> str | None:
+    """The run an MLflow URI's model came from: runs:/<id>/..., models:/<name>/<version|latest|stage>,
+    models:/<name>@<alias>, models:/<logged model id>; None for another artifact URI, or when the registry names no run."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("runs:/"):
+        return uri[len("runs:/") :].strip("/").split("/", 1)[0] or None
+    if not uri.startswith("models:/"):
+        return None
+    rest, client = uri[len("models:/") :].strip("/"), MlflowClient()
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id or None
+    if "/" in rest:
+        name, version = rest.split("/", 1)
+        if version.isdigit():
+            return client.get_model_version(name, version).run_id or None
+        found = client.get_latest_versions(name, None if version.lower() == "latest" else [version])
+        return (max(found, key=lambda v: int(v.version)).run_id or None) if found else None
+    return client.get_logged_model(rest).source_run_id or None
+
+
+def _download(uri: str) -> Path | None:
+    """The local copy of an artifact, None when the store has none at ``uri``."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError):
+        return None
 
 
 class Progress:

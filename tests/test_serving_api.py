@@ -40,7 +40,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def mlflow_store(tmp_path_factory):
     """A SQLite tracking store holding one fresh policy the ways a training run publishes it:
-    the artifact 'policy/policy.pt', a logged pytorch model, and a registered model version.
+    the artifact 'policy/policy.pt', a logged pytorch model, and a registered model version; and a
+    second run holding only the pickled pytorch model (logged and registered), no policy file.
     -> (tracking URI, {kind: model URI}, the policy file)."""
     import mlflow
     import mlflow.pytorch
@@ -57,6 +58,12 @@ def mlflow_store(tmp_path_factory):
             logged = mlflow.pytorch.log_model(policy, name="policy", serialization_format="pickle", pip_requirements=["torch"])
         version = mlflow.register_model(f"runs:/{run.info.run_id}/policy", "inflvg-policy")
         uris = {"run": f"runs:/{run.info.run_id}/policy", "logged": logged.model_uri, "registered": f"models:/inflvg-policy/{version.version}"}
+        mlflow.MlflowClient().set_registered_model_alias("inflvg-policy", "prod", version.version)
+        uris |= {"alias": "models:/inflvg-policy@prod", "file": f"runs:/{run.info.run_id}/policy/policy.pt"}
+        with mlflow.start_run(experiment_id=experiment):  # no policy/policy.pt: only the pickle
+            pickled = mlflow.pytorch.log_model(policy, name="policy", serialization_format="pickle", pip_requirements=["torch"])
+        only = mlflow.register_model(pickled.model_uri, "inflvg-pickled-policy")
+        uris |= {"pickled_logged": pickled.model_uri, "pickled_registered": f"models:/inflvg-pickled-policy/{only.version}"}
         yield tracking, uris, root / "policy.pt"
     finally:
         mlflow.set_tracking_uri(before)
@@ -103,12 +110,32 @@ def decode(b64: str) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-@pytest.mark.parametrize("kind", ["run", "logged", "registered"])
-def test_policy_loads_from_every_kind_of_mlflow_uri(mlflow_store, kind):
+@pytest.mark.parametrize("kind", ["run", "logged", "registered", "alias", "file"])
+def test_policy_loads_from_every_kind_of_mlflow_uri(mlflow_store, kind, monkeypatch):
+    import mlflow.pytorch as mlflow_pytorch
+
+    from serving.generator import load_serving_policy
+
+    def unpickle(*args, **kwargs):
+        raise AssertionError("the policy file is there: nothing may be unpickled")
+
+    monkeypatch.setattr(mlflow_pytorch, "load_model", unpickle)  # every kind resolves to the run's weights-only policy.pt
+    tracking, uris, path = mlflow_store
+    policy = load_serving_policy(ServeConfig(model_uri=uris[kind], tracking_uri=tracking), d_feature=128, d_prompt=128)
+    expected = load_policy(path).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in policy.state_dict().items())
+
+
+@pytest.mark.parametrize("kind", ["pickled_logged", "pickled_registered"])
+def test_a_pickled_mlflow_model_without_the_policy_file_is_refused_unless_allowed(mlflow_store, kind):
     from serving.generator import load_serving_policy
 
     tracking, uris, path = mlflow_store
-    policy = load_serving_policy(ServeConfig(model_uri=uris[kind], tracking_uri=tracking), d_feature=128, d_prompt=128)
+    with pytest.raises(ValueError, match=r"holds no policy/policy\.pt.*ServeConfig\.allow_pickled_models=True"):
+        load_serving_policy(ServeConfig(model_uri=uris[kind], tracking_uri=tracking), d_feature=128, d_prompt=128)
+    allowed = ServeConfig.from_mapping({"model_uri": uris[kind], "tracking_uri": tracking, "allow_pickled_models": "true"})
+    policy = load_serving_policy(allowed, d_feature=128, d_prompt=128)
+    assert policy is not None
     expected = load_policy(path).state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in policy.state_dict().items())
 
