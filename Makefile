@@ -5,14 +5,10 @@ SEED ?= 0
 
 .PHONY: test test-fast lint demo demo-stop bench generator readers clean-env chromium serve serve-bench
 
-$(VENV)/.installed: pyproject.toml constraints.txt scripts/install_torchvision_shim.py
-	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: it resolves to the local CPU wheel where there is one
-	$(PY) -m pip install -q torch==2.13.0
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -c constraints.txt -e ".[dev]"
-	# only where torchvision's CUDA wheel meets CPU torch; a no-op elsewhere
-	$(PY) scripts/install_torchvision_shim.py
+# the one install (scripts/install.sh, also run by docker/Dockerfile*): torch pinned first, the project with
+# its dev extras under constraints.txt, then the torchvision shim where it is needed
+$(VENV)/.installed: pyproject.toml constraints.txt scripts/install.sh scripts/install_torchvision_shim.py
+	scripts/install.sh --venv $(VENV)
 	touch $@
 
 test: $(VENV)/.installed chromium lint

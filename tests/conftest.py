@@ -75,6 +75,8 @@ RAY_FIXTURES = {
     "own_ray",  # test_serving_api: the same, for Ray Serve
     "ray_head",  # test_cluster: `ray start --head` in a subprocess, jobs through `ray job submit`
     "cli_server",  # test_serving_cli: `python -m serving`, which starts Ray Serve
+    "serve_from_manifest",  # test_deploy: `serve run` of the RayService's Serve config, on a Ray of its own
+    "three_nodes",  # test_multinode: ray.cluster_utils.Cluster, three nodes on this machine
 }
 # browser: drives the system Chromium through selenium.
 # slow: 3 s or more each (setup included) in a `--durations=0` run of the whole suite on the
@@ -96,6 +98,8 @@ SLOW = {
     "test_cluster.py::test_actors_killed_mid_step_lose_and_double_nothing",
     "test_cluster.py::test_debug_preset_via_ray_job_submit",
     "test_cluster.py::test_the_wan_backend_trains_through_ray_job_submit",
+    "test_deploy.py::test_the_rayjob_entrypoint_trains_the_debug_preset_through_ray_job_submit",
+    "test_deploy.py::test_the_rayservice_serve_config_answers_http",
     "test_history.py::test_untagged_storyworld_reward_prefers_the_named_character_over_the_nearest_earlier_one",
     "test_learner.py::test_learner_as_a_ray_actor_serves_weights_through_the_object_store",
     "test_learner.py::test_refinement_takes_the_learners_update",
@@ -117,6 +121,8 @@ SLOW = {
     "test_serving_cli.py::test_cli_serves_a_video_of_free_text",
     "test_serving_cli.py::test_request_past_its_timeout_gets_504_and_the_server_goes_on",
     "test_serving_cli.py::test_sigint_stops_the_server",
+    "test_multinode.py::test_the_learners_node_dies_and_the_run_completes_through_storage",
+    "test_signals.py::test_a_background_entry_point_stops_on_a_signal_and_leaves_no_ray",
     "test_wan.py::test_the_scale_benchmark_reports_block_cost_and_kv_bytes",
 }
 
