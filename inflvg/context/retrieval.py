@@ -16,8 +16,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .base import ContextStrategy, SelectionState, pad_selection
 
@@ -56,6 +54,7 @@ class MemFlow(ContextStrategy):
     name, reads_prompt_query = "memflow", True
 
     def select(self, state: SelectionState) -> np.ndarray:
+        import torch  # here, not at import: the core's import stays light (tests/test_config.py)
         k = min(state.budget_k, state.pool_size)
         if k == 0:
             return _empty(state)
@@ -82,6 +81,8 @@ class LongLiveRAG(ContextStrategy):
     name, reads_latest = "rag", True
 
     def select(self, state: SelectionState) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
         pool, budget = state.pool, state.budget_k
         if pool.size == 0 or budget == 0:
             return _empty(state)
