@@ -12,9 +12,7 @@ and markdown.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -112,11 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     refiner = Refiner(gen, VideoScorer(), RefineConfig(group_size=args.group_size))
     result = summary(curves(refiner, policy, prompt_sets, args.fresh_steps, args.amortised_steps), args.fresh_steps)
     result["config"] = asdict(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    cli.write_results(args.out, result, markdown(result))
     return result
 
 

@@ -30,10 +30,12 @@ import contextlib
 import dataclasses
 import inspect
 import itertools
+import json
 import sys
 import textwrap
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, Optional, TypeVar
 
 import tyro
@@ -75,6 +77,15 @@ def choice(names: Iterable[str]) -> PrimitiveConstructorSpec:
         nargs=1, metavar="{" + ",".join(names) + "}", instance_from_str=lambda words: words[0],
         is_instance=lambda x: x in names, str_from_instance=lambda x: [x], choices=names,
     )  # fmt: skip
+
+
+def write_results(out: str | Path, result: dict, table: str) -> None:
+    """How every benchmark ends: ``result`` as FILE.json, ``table`` (markdown) as FILE.md beside it and on stdout."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table if table.endswith("\n") else table + "\n")
+    print(table)
 
 
 def fail(prog: str, message: str) -> NoReturn:

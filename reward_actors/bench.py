@@ -11,10 +11,8 @@ identity reward: the earlier scenes about the subject its prompt names, chosen f
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -101,10 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ray.shutdown()
     lines = ["| family | batched scenes/s | one-by-one scenes/s | speedup |", "|---|---|---|---|"]
     lines += [f"| {f} | {r['batched_scenes_per_s']:.1f} | {r['one_by_one_scenes_per_s']:.1f} | {r['speedup']:.2f} |" for f, r in report.items()]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    Path(args.out).with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    cli.write_results(args.out, report, "\n".join(lines))
     return report
 
 

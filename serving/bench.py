@@ -14,14 +14,12 @@ Writes FILE.json and FILE.md; prints the table.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -173,11 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         "workload": {"scenes": args.scenes, "frames_per_scene": args.frames_per_scene, "strategy": "far", "upscale": cfg.upscale},
         "config": asdict(cfg), "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, 1 torch thread per replica",
     }  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    cli.write_results(args.out, result, markdown(result))
     return result
 
 

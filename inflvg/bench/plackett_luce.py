@@ -18,14 +18,12 @@ measured, not extrapolated, since at K = 9,360 it holds about 10 GB of autograd 
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import resource
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -145,11 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": {"seconds": TARGET_SECONDS, "bytes": TARGET_BYTES},
         "targets_met": main_case["seconds"] <= TARGET_SECONDS and main_case["peak_additional_bytes"] <= TARGET_BYTES,
     }  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    cli.write_results(args.out, result, markdown(result))
     return result
 
 

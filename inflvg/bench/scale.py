@@ -16,12 +16,10 @@ when the pool is in host memory; for ``full`` the whole history it attends to) a
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import numpy as np
@@ -132,11 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["strategies"][name] = measure(gen, name, lengths, args.seed, args.repeats)
     result["peak_memory_bytes"] = peak_memory_bytes(args.device)
     result["seconds"] = round(time.time() - start)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    cli.write_results(args.out, result, markdown(result))
     return result
 
 
