@@ -30,6 +30,7 @@ from inflvg.storage import Storage
 from learner.checkpoint import latest_checkpoint, load_driver_state, prune_checkpoints
 
 from .config import PRESETS, ServiceConfig, preset, to_json
+from .dataplane import measure_step_bytes
 from .faults import FaultInjector, parse_faults
 from .local_ray import secure_ray_env
 from .overrides import apply_overrides
@@ -64,7 +65,8 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
         version, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
     roles.rollouts.sync(version, ray.put(weights))
     timings["time_sync"] = time.perf_counter() - t
-    return {**reward, **learned, **timings, "version": version}, rollouts
+    sizes = measure_step_bytes(rollouts, prompt_sets, weights, list(roles.rewards), len(roles.rollouts.handles))  # bytes_* by category
+    return {**reward, **learned, **timings, **sizes, "version": version}, rollouts
 
 
 def save_rollouts(rollouts: list[Rollout], store: Storage, step: int) -> str:

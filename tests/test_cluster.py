@@ -75,7 +75,8 @@ def test_debug_preset_via_ray_job_submit(reference):
     assert (run / "policy.pt").stat().st_size > 0 and f"trained policy: {run / 'policy.pt'}" in stdout
     db = sqlite3.connect(run.parent / "mlflow.db")  # one store for every run under the output root
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
-    assert {"reward_total_mean", "clip_fraction", "overhead_fraction", "time_rollout", "videos_per_minute", "rollout_reissued"} <= keys
+    assert {"reward_total_mean", "clip_fraction", "overhead_fraction", "time_rollout", "videos_per_minute", "rollout_reissued",
+            "bytes_step", "bytes_rollouts_to_learner"} <= keys
     assert db.execute("select status from runs").fetchall() == [("FINISHED",)]
     assert list((run / "videos").glob("*.gif"))
     import mlflow.pytorch

@@ -1,0 +1,240 @@
+"""Bytes one training step moves between processes, by category, and the peak each process holds:
+the data plane of ``cluster/train.py``'s ``train_step`` as built, from the real record classes.
+
+    python -m cluster.dataplane --generator wan-1.3b --prompt-sets 16 --group-size 10 --out results/dataplane.json
+
+What crosses which boundary today (``train_step``):
+
+- requests: the driver sends each rollout replica its chunk of prompt sets;
+- rollouts_to_driver: each replica returns its ``Rollout`` records, frames and transitions included,
+  and the driver ``ray.get``s them all;
+- frames_to_rewards: for every reward family the driver sends every scene's frames with its subject's
+  earlier frames as history (``scoring.scene_batch``), one ``SceneBatch`` subset per replica;
+- scores_to_driver: one ``ScoreResult`` per family back;
+- rollouts_to_learner: the driver passes the whole scored rollouts to ``learner.update``, which Ray
+  serializes again;
+- weights_to_driver, weights_to_workers: ``learner.weights()`` comes back to the driver, which
+  ``ray.put``s it once; every rollout replica fetches that object.
+
+Sizes are serialized sizes as Ray stores objects (``dataplane_model.wire_bytes``: pickle protocol 5,
+numpy buffers out of band). ``measure_step_bytes`` serializes a real step's objects (numpy buffers are
+not copied, so it costs only the framing); the model builds the same objects at a generator's shapes
+(``dataplane_model``) and counts them without allocating. Score-cache hits (a repeated scene) are not
+subtracted: they do not occur with fresh noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Annotated
+
+import numpy as np
+
+from inflvg import cli
+from inflvg.policy import PolicyConfig, SelectionPolicy
+from inflvg.prompts import PromptSet
+from inflvg.protocol import BACKENDS
+from inflvg.rollout import Rollout
+from inflvg.validate import positive_int
+from reward_actors.types import ScoreResult
+
+from .config import PRESETS
+from .dataplane_model import collated_bytes, model_rollouts, modelled_bytes, spec_generator, wire_bytes, zeros
+from .scoring import scene_batch
+
+Size = Callable[[object], int]
+CATEGORIES = ("requests", "rollouts_to_driver", "frames_to_rewards", "scores_to_driver", "rollouts_to_learner",
+              "weights_to_driver", "weights_to_workers")  # fmt: skip
+
+
+def chunks(n: int, replicas: int) -> list[tuple[int, int]]:
+    """How ``RolloutGroup`` cuts a request of n prompt sets over its replicas."""
+    from rollout_workers.group import _chunks
+
+    return _chunks(n, replicas)
+
+
+def _by_set(rollouts: list[Rollout]) -> dict[int, list[Rollout]]:
+    out: dict[int, list[Rollout]] = {}
+    for r in rollouts:
+        out.setdefault(r.group_id, []).append(r)
+    return out
+
+
+def scene_batch_bytes(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], size: Size) -> int:
+    """Bytes of the scene batch one reward family receives (frames and history of every scene), built by
+    ``scoring.scene_batch`` one rollout at a time (its history is a copy: at scale, all at once is GBs)."""
+    return sum(size(scene_batch([r], prompt_sets)) for r in rollouts)
+
+
+def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str], rollout_replicas: int,
+               size: Size = wire_bytes) -> dict[str, int]:  # fmt: skip
+    """Bytes per category of one step whose scored rollouts are ``rollouts``; ``size`` serializes
+    (``wire_bytes``, a real step) or models (``modelled_bytes``, records of zero-stride views)."""
+    sets = {ps.id: ps for ps in prompt_sets}
+    groups = _by_set(rollouts)
+    bounds = chunks(len(groups), rollout_replicas)
+    order = sorted(groups)
+    returned = [[replace(r, scores={}) for g in order[a:b] for r in groups[g]] for a, b in bounds]  # as the workers return them
+    n_scenes = sum(len(r.prompts) for r in rollouts)
+    result = ScoreResult(np.zeros(n_scenes), np.ones(n_scenes, bool), [None] * n_scenes, "model", "0" * 16)
+    weight_bytes = wire_bytes((1, weights))
+    out = {
+        "requests": sum(wire_bytes(prompt_sets[a:b]) for a, b in bounds),
+        "rollouts_to_driver": sum(size(chunk) for chunk in returned),
+        "frames_to_rewards": len(families) * scene_batch_bytes(rollouts, sets, size),
+        "scores_to_driver": len(families) * wire_bytes(result),
+        "rollouts_to_learner": size(rollouts),
+        "weights_to_driver": weight_bytes,
+        "weights_to_workers": rollout_replicas * wire_bytes(weights),
+    }
+    out["step"] = sum(out[c] for c in CATEGORIES)
+    return out
+
+
+def measure_step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str],
+                       rollout_replicas: int) -> dict[str, float]:  # fmt: skip
+    """The driver's hook: serialized bytes of a real step by category -> {'bytes_<category>': ..., 'bytes_step': ...}
+    for ``Tracker.log_step``. Call it in ``train_step`` after scoring (``rollouts`` scored, ``weights`` the
+    state_dict just pushed)."""
+    return {f"bytes_{k}": float(v) for k, v in step_bytes(rollouts, prompt_sets, weights, families, rollout_replicas).items()}
+
+
+def peak_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], families: dict[str, int], rollout_replicas: int,
+               size: Size = modelled_bytes) -> dict[str, int]:  # fmt: skip
+    """Step data each process holds at its peak (host memory and its node's object store):
+
+    - rollout_worker: its chunk's records, and their serialized copy in the object store as it returns them;
+    - driver: all rollouts (``ray.get`` maps the numpy buffers of the object store) and then either one
+      family's scene batch (families are scored one after the other) or the serialized learner argument;
+    - reward_actor: the largest chunk of one family's scene batch (families: name -> replicas);
+    - learner: the rollouts it is passed and the padded ``TransitionBatch`` of all their transitions."""
+    sets = {ps.id: ps for ps in prompt_sets}
+    groups = _by_set(rollouts)
+    order = sorted(groups)
+    chunk = max(size([r for g in order[a:b] for r in groups[g]]) for a, b in chunks(len(groups), rollout_replicas))
+    held = size(rollouts)
+    batch = scene_batch_bytes(rollouts, sets, size)
+    return {
+        "rollout_worker": 2 * chunk,
+        "driver": held + max(batch, held),
+        "reward_actor": -(-batch // min(families.values())) if families else 0,
+        "learner": held + collated_bytes(rollouts),
+    }
+
+
+def alternatives(rollouts: list[Rollout], built: dict[str, int], size: Size = modelled_bytes) -> dict[str, dict[str, int]]:
+    """Bytes per step of two other designs, from the same records: the workers send transitions straight
+    to the learner (the driver gets rollouts without them, once), and that with 2-byte (bf16) features."""
+    lean = [replace(r, transitions=[]) for r in rollouts]
+    transitions = [t for r in rollouts for t in r.transitions]
+    half = [replace(t, features=zeros(t.features.shape, np.float16)) for t in transitions]
+    lean_bytes = size(lean)
+    out = {}
+    for name, sent in (("direct_to_learner", transitions), ("direct_to_learner_bf16", half)):
+        moved = {"rollouts_to_driver": lean_bytes, "transitions_to_learner": size(sent), "rollouts_to_learner": 0}
+        total = built["step"] - built["rollouts_to_driver"] - built["rollouts_to_learner"] + sum(moved.values())
+        out[name] = {**moved, "step": total}
+    return out
+
+
+@dataclass(frozen=True)
+class DataplaneArgs:
+    """The data-plane model's arguments (``python -m cluster.dataplane --help``)."""
+
+    generator: Annotated[str, cli.choice(BACKENDS)] = "wan-1.3b"
+    """The generator by name: frame shape, scene length, widths, prompt length and K are its."""
+    prompt_sets: int = 16
+    """P: prompt sets per step."""
+    group_size: int = 10
+    """G: rollouts per prompt set."""
+    pools: Annotated[tuple[int, ...], cli.comma(int, "70000,145000,220000")] = (70_000, 145_000, 220_000)
+    """Candidates in the pool at each scene change, one transition each (scenes = transitions + 1). InfLVG: 70k/145k/220k."""
+    budget_k: int | None = None
+    """K, tokens chosen per transition; None: the generator's (wan-1.3b: 9,360, InfLVG's)."""
+    frames_per_scene: int | None = None
+    """Frames per scene sent to the rewards; None: the generator's scene length (wan-1.3b: 3 frames of 480 x 832)."""
+    preset: Annotated[str, cli.choice(PRESETS)] = "gpu"
+    """The training preset (cluster/config.py) whose reward families, replicas, cast size and policy are used."""
+    rollout_replicas: int | None = None
+    """Rollout replicas; None: the preset's."""
+    out: str = "results/dataplane.json"
+    """Where the results go: FILE.json and FILE.md (the table) beside it."""
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_sets", "group_size"):
+            positive_int(self, name)
+        for name in ("budget_k", "frames_per_scene", "rollout_replicas"):
+            if getattr(self, name) is not None:
+                positive_int(self, name)
+        if not self.pools or min(self.pools) < 1:
+            raise ValueError(f"DataplaneArgs.pools must name at least one pool size >= 1, got {self.pools}")
+
+
+def model_step(args: DataplaneArgs) -> dict:
+    """The data plane of one step at ``args``' shapes -> bytes per step, by category, and peaks per process."""
+    from .config import preset
+    from .sampler import PromptSampler
+
+    cfg = preset(args.preset)
+    gen = spec_generator(args.generator)
+    spec = gen.spec
+    k = args.budget_k or spec.context.budget_k
+    fps = args.frames_per_scene or spec.frames_per_scene
+    replicas = args.rollout_replicas or cfg.rollout.replicas
+    families = {fam: getattr(cfg.rewards, fam).replicas for fam, w in cfg.rewards.weights if w > 0}
+    prompt_sets = PromptSampler(cfg.seed, len(args.pools) + 1, cfg.cast_size).next(args.prompt_sets)
+    rollouts = model_rollouts(gen, prompt_sets, args.group_size, args.pools, k, fps, list(families))
+    weights = SelectionPolicy(PolicyConfig(**{**asdict(cfg.learner.policy), "d_feature": spec.d_feature, "d_prompt": spec.d_prompt})).state_dict()
+    built = step_bytes(rollouts, prompt_sets, weights, list(families), replicas, modelled_bytes)
+    peaks = peak_bytes(rollouts, prompt_sets, families, replicas)
+    first = rollouts[0]
+    return {
+        "bytes_per_step": built["step"],
+        "peak_bytes_per_worker": max(peaks.values()),
+        "peak_process": max(peaks, key=lambda p: peaks[p]),
+        "bytes_by_category": {c: built[c] for c in CATEGORIES},
+        "peak_bytes_by_process": peaks,
+        "alternatives": alternatives(rollouts, built),
+        "shapes": {
+            "rollouts": len(rollouts), "scenes": len(first.prompts), "frames": list(first.frames.shape) if first.frames is not None else None,
+            "transitions": [{"scene": t.scene, "features": list(t.features.shape), "features_dtype": str(t.features.dtype),
+                             "prompt_tokens": list(t.prompt_tokens.shape), "chosen": list(t.chosen.shape)} for t in first.transitions],
+            "rollout_bytes": modelled_bytes(first), "weights_bytes": wire_bytes(weights),
+            "rollout_replicas": replicas, "reward_families": families,
+        },
+        "config": asdict(args),
+    }  # fmt: skip
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.3f}"
+
+
+def markdown(r: dict) -> str:
+    rows = ["| category | GB per step |", "|---|---|"]
+    rows += [f"| {c} | {_gb(v)} |" for c, v in r["bytes_by_category"].items()]
+    rows += [f"| **total (as built)** | **{_gb(r['bytes_per_step'])}** |", "", "| process | peak GB |", "|---|---|"]
+    rows += [f"| {p} | {_gb(v)} |" for p, v in r["peak_bytes_by_process"].items()]
+    rows += ["", "| design | GB per step |", "|---|---|", f"| as built | {_gb(r['bytes_per_step'])} |"]
+    rows += [f"| {name} | {_gb(v['step'])} |" for name, v in r["alternatives"].items()]
+    s, c = r["shapes"], r["config"]
+    feats = ", ".join(f"{t['features']} {t['features_dtype']}" for t in s["transitions"])
+    rows += ["", (f"{c['generator']}: {c['prompt_sets']} prompt sets x {c['group_size']} rollouts, {s['scenes']} scenes, frames {s['frames']} "
+             f"uint8, features per transition {feats}; one rollout {_gb(s['rollout_bytes'])} GB; {s['rollout_replicas']} rollout "
+             f"replicas; reward families {s['reward_families']}.")]  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    prog = "python -m cluster.dataplane"
+    args = cli.parse(DataplaneArgs, argv, prog=prog, description=__doc__)
+    with cli.usage_errors(prog, ValueError):
+        result = model_step(args)
+    cli.write_results(args.out, result, markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
