@@ -14,7 +14,7 @@ frame t.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,14 +51,15 @@ class WanGenerator:
 
     def _to_device(self) -> None:
         # the RoPE tables, kept before the cast: a cast to bf16 and back would round them (error ~2e-3)
-        tables = {name: t.clone() for name, t in self.model.net.rope.named_buffers()}
+        rope = cast(torch.nn.Module, self.model.net.rope)
+        tables = {name: t.clone() for name, t in rope.named_buffers()}
         # torch's own Module.to: diffusers' warns about casting, and the fp32 modules are restored below
         net = torch.nn.Module.to(self.model.net, self.device, self.dtype)
         for name, module in net.named_modules():
             if name.split(".")[-1] in FP32_MODULES:
                 module.float()
         for name, t in tables.items():
-            net.rope.register_buffer(name, t.float().to(self.device), persistent=False)
+            rope.register_buffer(name, t.float().to(self.device), persistent=False)
         for name, p in net.named_parameters():
             if name.endswith("scale_shift_table"):
                 p.data = p.data.float()
