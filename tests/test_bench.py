@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from inflvg.bench.quality import METRICS
 from inflvg.generator.weights import save_generator
 from inflvg.prompts import PromptSet, load_prompts, save_prompts
 from inflvg.world import prompt_set_of, sample_story
@@ -160,6 +161,7 @@ def test_a_killed_benchmark_takes_its_workers_with_it():
     import time
 
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
     worker = int(parent.stdout.readline())
     os.kill(worker, 0)  # alive while its benchmark runs
     parent.send_signal(signal.SIGKILL)
@@ -197,3 +199,86 @@ def test_timing_reads_every_length_from_one_long_video(tiny, tiny_gen):
             assert timing["ms_per_frame"][str(mult)] > 0 and timing["ms_ratio_to_1x"][str(mult)] > 0
         assert timing["ms_ratio_longest_to_1x"] == timing["ms_ratio_to_1x"]["3"]
     assert timing["history_kv_bytes_per_transition"]["3"] > timing["kv_bytes_per_transition"]["3"]
+
+
+@pytest.mark.parametrize("mult", [4, 9, 16])
+def test_long_stories_have_a_cast_of_8_and_returns_5_scenes_apart(mult):
+    from inflvg.world import ground_truth, split_of
+    from inflvg.world.story import return_gaps, sample_long_story
+
+    n = 8 * mult
+    for seed in range(20):
+        story = sample_long_story(seed, "heldout", n)
+        assert len(story.scenes) == n and len(story.cast) >= 8 and {sc.character for sc in story.scenes} == set(range(8))
+        gaps = return_gaps(story)
+        assert np.median(gaps) >= 5 and min(gaps) >= 5  # every return needs memory beyond the last 4 scenes
+        assert all(split_of(c) == "heldout" for c in story.cast)
+        assert sample_long_story(seed, "heldout", n) == story  # deterministic per seed
+        parsed = ground_truth(prompt_set_of(story, "s"))
+        assert parsed is not None and parsed.scenes == story.scenes  # the prompts carry all 8 letters
+    assert sample_long_story(0, "heldout", n) != sample_long_story(1, "heldout", n)
+
+
+def test_quality_lengths_defaults_and_what_is_left_out():
+    from inflvg.bench.__main__ import parse_args, strategy_names
+
+    args = parse_args(["--quality-lengths", "16,1,4,9"])
+    assert args.quality_list == [1, 4, 9, 16] and [args.videos_at(L) for L in (1, 4, 9, 16)] == [64, 32, 16, 16]
+    assert parse_args(["--quality-lengths", "1,16", "--videos", "5"]).videos_at(16) == 5
+    ps = [prompt_set_of(sample_story(0, "heldout", 8, 4), "s")]
+    assert "full" not in strategy_names(None, ps, [16]) and "full" in strategy_names(None, ps, [8, 16])
+    with pytest.raises(ValueError, match="'full' is left out of quality beyond 8x"):
+        strategy_names(["full", "window"], ps, [9])
+    with pytest.raises(SystemExit):
+        parse_args(["--prompts", "p.jsonl", "--quality-lengths", "1,4"])
+
+
+def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tmp_path):
+    out = tmp_path / "q.json"
+    r = bench("--weights", weights, "--split", "heldout", "--seed", 5, "--videos", 2, "--quality-lengths", "1,4", "--lengths", "1",
+              "--strategies", "window,oracle", "--workers", 1, "--out", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert result["config"]["scenes_by_length"] == {"1": 4, "4": 16} and result["config"]["videos_by_length"] == {"1": 2, "4": 2}
+    for entry in result["strategies"].values():
+        assert set(entry["by_length"]) == {"1", "4"}
+        for key in METRICS:  # the top level stays the 1x figures
+            assert entry[key] == pytest.approx(entry["by_length"]["1"][key], nan_ok=True)
+        block = entry["by_length"]["4"]
+        assert {"alignment", "identity", "artifacts", "combined", "character", "returns"} <= set(block)
+        for key in METRICS:
+            lo, hi = block["ci95"][key]
+            assert lo <= block[key] <= hi
+            curve, band = block["drift"][key], block["drift"]["ci95"][key]
+            assert len(curve) == len(band) == 16  # one point per scene of a 4x video
+            for mean, (lo, hi) in zip(curve, band, strict=True):
+                assert mean is None or lo <= mean <= hi
+        assert block["drift"]["identity"][0] is None  # the first scene is nobody's return
+    assert "oracle-window" in result["paired_by_length"]["4"]
+    assert "| 4x | oracle | 2 |" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "q_drift.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def lively_weights(lively, tmp_path_factory):
+    """Weights whose frames depend on the noise and the context (``lively``)."""
+    model, world, ctx = lively
+    path = tmp_path_factory.mktemp("w") / "lively.pt"
+    save_generator(model, world, ctx, path, {"steps": 0})
+    return path
+
+
+def test_strategies_share_noise_at_every_length(lively_weights, tmp_path, monkeypatch):
+    """'random' made as 'window' in the workers gives window's very videos at 1x and 4x: every
+    strategy's batches get the same noise (``lively``'s frames depend on it)."""
+    from inflvg.bench import __main__ as bench_main
+    from inflvg.bench import parallel
+    from inflvg.context import make_strategy
+
+    monkeypatch.setattr(parallel, "make_strategy", lambda name: make_strategy("window" if name == "random" else name))
+    result = bench_main.main(["--weights", str(lively_weights), "--seed", "6", "--videos", "1", "--quality-lengths", "1,4",
+                              "--lengths", "1", "--strategies", "window,random", "--workers", "1", "--out", str(tmp_path / "n.json")])  # fmt: skip
+    same = result["strategies"]
+    for L in ("1", "4"):
+        assert json.dumps(same["window"]["by_length"][L]) == json.dumps(same["random"]["by_length"][L])  # NaN == NaN as text
+    assert result["per_video"]["window"] == result["per_video"]["random"]

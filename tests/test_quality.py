@@ -48,3 +48,34 @@ def test_a_video_without_returns_has_no_returns_score():
     story = sample_story(0, "heldout", world.n_scenes, world.cast_size)
     s = score_video(prompt_set_of(story, "s"), story, render_story(story, world).frames, world.frames_per_scene)
     assert np.isnan(s.returns) and np.isnan(s.identity) and s.character == 1.0
+
+
+def test_scores_scene_by_scene_agree_with_the_video_means_and_drift_pads_shorter_videos():
+    from inflvg.bench.quality import METRICS, drift, per_scene_table
+
+    world = WorldConfig()
+    fps = world.frames_per_scene
+    story, returns = _story_with_a_return(world)
+    frames = render_story(story, world).frames
+    back = returns[0]
+    other = next(i for i, sc in enumerate(story.scenes) if sc.character != story.scenes[back].character)
+    spoiled = frames.copy()
+    spoiled[back * fps : (back + 1) * fps] = frames[other * fps : (other + 1) * fps]
+    s = score_video(prompt_set_of(story, "s"), story, spoiled, fps)
+    scene = s.by_scene
+    assert all(len(scene[m]) == len(story.scenes) for m in METRICS)
+    assert list(np.flatnonzero(~np.isnan(scene["returns"]))) == returns == list(np.flatnonzero(~np.isnan(scene["identity"])))
+    assert scene["returns"][back] == 0.0 and scene["character"][back] == 0.0 and scene["identity"][back] < 1.0
+    for m in ("alignment", "identity", "artifacts", "character", "returns"):
+        assert np.nanmean(scene[m]) == getattr(s, m)
+    assert scene["combined"][0] == (scene["alignment"][0] + scene["artifacts"][0]) / 2  # no identity on a first appearance
+
+    short = sample_story(1, "heldout", 3, world.cast_size)
+    table = per_scene_table([s, score_video(prompt_set_of(short, "t"), short, render_story(short, world).frames, fps)])
+    assert table["alignment"].shape == (2, len(story.scenes)) and np.isnan(table["alignment"][1, 3:]).all()
+    curves = drift(table)
+    for m in METRICS:
+        assert len(curves[m]) == len(curves["ci95"][m]) == len(story.scenes)
+        for mean, (lo, hi) in zip(curves[m], curves["ci95"][m], strict=True):
+            assert (mean is None and lo is None) or lo <= mean <= hi
+    assert curves["identity"][0] is None and curves["alignment"][0] == 1.0

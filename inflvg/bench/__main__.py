@@ -1,8 +1,12 @@
 """Benchmark every context strategy on held-out prompt sets (or a given EPS ``.jsonl``).
 
     python -m inflvg.bench --split heldout --seed 0 --out results/bench.json
+    python -m inflvg.bench --split heldout --seed 0 --quality-lengths 1,4,16 --out results/long.json
 
-Writes FILE.json (schema in the README), FILE.md (table) and FILE.png (plot).
+Writes FILE.json (schema in docs/guide.md), FILE.md (tables), FILE.png (plot) and FILE_drift.png
+(quality by scene index, a panel per quality length). Quality at Lx the horizon is measured on
+stories of L times the scenes; from 4x on, with a cast of 8 whose returns are at least 5 scenes
+apart (``sample_long_story``). Full history's quality is left out at 9x and beyond (its cost).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from ..prompts import PromptSet, load_prompts
 from ..protocol import BACKENDS, load_backend
 from ..validate import positive_int
 from ..world.eps import ground_truth, prompt_set_of
-from ..world.story import SPLITS, Story, sample_story
-from .parallel import Job, make, run_all
-from .report import markdown, plot
+from ..world.story import LONG_CAST, LONG_MIN_GAP, SPLITS, Story, sample_long_story, sample_story
+from .parallel import FULL_HISTORY_UP_TO, Job, left_out, make, run_all
+from .report import markdown, plot, plot_drift
 from .run import BUDGETED, HEURISTICS, gap_closed, paired, with_budget
+
+LONG_FROM = 4
+"""Quality lengths from this multiple on use ``sample_long_story`` (a cast of 8, returns >= 5 scenes apart)."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,13 @@ class BenchArgs:
     seed: int = 0
     """StoryWorld prompt set i is story seed + i; the generator's noise and the timing prompt sets derive from it too."""
     out: str = "results/bench.json"
-    """Where the results go: FILE.json, and FILE.md (table) and FILE.png (plot) beside it."""
-    videos: int = 64
-    """Prompt sets for the quality phase."""
+    """Where the results go: FILE.json, and FILE.md (tables), FILE.png (plot) and FILE_drift.png (quality by scene) beside it."""
+    videos: int | None = None
+    """Prompt sets at every quality length; None: 64 at 1x, 32 at 2x-4x, 16 beyond (with --prompts: the file's first 64)."""
+    quality_lengths: Annotated[tuple[int, ...], cli.comma(int, "1,4,16")] = (1,)
+    """Video lengths for quality, as multiples of the training horizon (comma-separated); the top-level
+    figures are the shortest one's. From 4x on, stories have a cast of 8 whose returns are at least
+    5 scenes apart; full history is left out at 9x and beyond (its cost grows with the history)."""
     strategies: Annotated[tuple[str, ...], cli.comma(str, "full,window,oracle")] | None = None
     """Comma-separated strategy names; None: every strategy the prompts allow ('oracle' needs
     StoryWorld's ground truth, which free text has not)."""
@@ -64,8 +75,14 @@ class BenchArgs:
     """torch threads per worker."""
 
     def __post_init__(self) -> None:
-        for name in ("videos", "timing_videos", "workers", "threads"):
+        for name in ("timing_videos", "workers", "threads"):
             positive_int(self, name)
+        if self.videos is not None:
+            positive_int(self, "videos", "or None for the default of each length")
+        if not self.quality_lengths or min(self.quality_lengths) < 1:
+            raise ValueError(f"BenchArgs.quality_lengths must be positive integers, got {self.quality_lengths!r}; e.g. --quality-lengths 1,4")
+        if self.prompts and self.quality_lengths != (1,):
+            raise ValueError("BenchArgs.quality_lengths must be 1 with --prompts: the file's prompt sets have the lengths they have")
         if self.budget_k is not None:
             positive_int(self, "budget_k", "or None for the weights' own budget")
         if not self.lengths or min(self.lengths) < 1:
@@ -81,28 +98,46 @@ class BenchArgs:
     def length_list(self) -> list[int]:
         return sorted(set(self.lengths))
 
+    @property
+    def quality_list(self) -> list[int]:
+        return sorted(set(self.quality_lengths))
+
+    def videos_at(self, length: int) -> int:
+        return self.videos or (64 if length == 1 else 32 if length <= LONG_FROM else 16)
+
 
 def parse_args(argv: list[str] | None) -> BenchArgs:
     return cli.parse(BenchArgs, argv, prog="python -m inflvg.bench", description=__doc__)
 
 
-def bench_prompt_sets(args: BenchArgs, gen) -> tuple[list[PromptSet], list[Story | None]]:
-    """The quality phase's prompt sets and, beside them, their StoryWorld ground truth (None for free text)."""
+def bench_prompt_sets(args: BenchArgs, gen) -> dict[int, tuple[list[PromptSet], list[Story | None]]]:
+    """Per quality length, its prompt sets and, beside them, their StoryWorld ground truth (None for
+    free text). Prompt set i of every length is story seed + i (at 1x as it always was)."""
     if args.prompts:
-        prompt_sets = load_prompts(args.prompts)[: args.videos]
-        return prompt_sets, [ground_truth(ps) for ps in prompt_sets]
-    n_scenes = gen.spec.horizon_frames // gen.spec.frames_per_scene
-    stories = [sample_story(args.seed + i, args.split, n_scenes, WorldConfig().cast_size) for i in range(args.videos)]
-    truths: list[Story | None] = list(stories)
-    return [prompt_set_of(s, f"{args.split}-{args.seed + i}") for i, s in enumerate(stories)], truths
+        prompt_sets = load_prompts(args.prompts)[: args.videos_at(1)]
+        return {1: (prompt_sets, [ground_truth(ps) for ps in prompt_sets])}
+    out: dict[int, tuple[list[PromptSet], list[Story | None]]] = {}
+    for L in args.quality_list:
+        n_scenes, seeds = L * gen.spec.horizon_frames // gen.spec.frames_per_scene, range(args.seed, args.seed + args.videos_at(L))
+        if L >= LONG_FROM:
+            stories = [sample_long_story(s, args.split, n_scenes) for s in seeds]
+        else:
+            stories = [sample_story(s, args.split, n_scenes, WorldConfig().cast_size) for s in seeds]
+        suffix = "" if L == 1 else f"-{L}x"
+        out[L] = ([prompt_set_of(st, f"{args.split}-{s}{suffix}") for s, st in zip(seeds, stories, strict=True)], list(stories))
+    return out
 
 
-def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet]) -> list[str]:
-    """The strategies asked for, each checked against the prompts; by default, every one they allow."""
+def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet], lengths: list[int]) -> list[str]:
+    """The strategies asked for, each checked against the prompts; by default, every one they allow
+    and that is measured at some quality length (``left_out``)."""
     if asked is None:
-        return [n for n in STRATEGIES if not (make_strategy(n).needs_ground_truth and any(ground_truth(ps) is None for ps in prompt_sets))]
+        return [n for n in STRATEGIES if not (make_strategy(n).needs_ground_truth and any(ground_truth(ps) is None for ps in prompt_sets))
+                and not all(left_out(n, L) for L in lengths)]  # fmt: skip
     for name in asked:
         make_strategy(name).check(prompt_sets)
+        if all(left_out(name, L) for L in lengths):
+            raise ValueError(f"'{name}' is left out of quality beyond {FULL_HISTORY_UP_TO}x (its cost); add a shorter --quality-lengths")
     return asked
 
 
@@ -110,11 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         gen = load_backend(args.generator, args.weights)
-        prompt_sets, truths = bench_prompt_sets(args, gen)
+        quality = bench_prompt_sets(args, gen)
+        lengths = sorted(quality)
+        prompt_sets, truths = quality[lengths[0]]
         ctx = with_budget(gen.spec.context, args.budget_k)
-        names = strategy_names(args.strategy_list, prompt_sets) + (["learned"] if args.policy else [])
-        job = Job(args.generator, args.weights, args.budget_k, args.seed, prompt_sets, truths, args.length_list, args.timing_videos,
-                  args.threads, args.policy)  # fmt: skip
+        names = strategy_names(args.strategy_list, [ps for L in lengths for ps in quality[L][0]], lengths) + (["learned"] if args.policy else [])
+        job = Job(args.generator, args.weights, args.budget_k, args.seed, quality, args.length_list,
+                  gen.spec.horizon_frames // gen.spec.frames_per_scene, args.timing_videos, args.threads, args.policy)  # fmt: skip
         if args.policy:
             make("learned", job, gen)  # a missing or wrong policy file fails here, before any work
     except (FileNotFoundError, ValueError) as e:
@@ -126,14 +163,19 @@ def main(argv: list[str] | None = None) -> dict:
             "seed": args.seed, "videos": len(prompt_sets), "frames_per_scene": gen.spec.frames_per_scene,
             "horizon_frames": gen.spec.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
             "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,
-            "workers": args.workers, "threads_per_worker": args.threads,
+            "workers": args.workers, "threads_per_worker": args.threads, "quality_lengths": lengths,
+            "videos_by_length": {str(L): len(quality[L][0]) for L in lengths},
+            "scenes_by_length": {str(L): quality[L][0][0].n_scenes for L in lengths},
+            "long_stories": {"from": LONG_FROM, "cast": LONG_CAST, "min_gap": LONG_MIN_GAP},
+            "quality_left_out": {str(L): [n for n in names if left_out(n, L)] for L in lengths if any(left_out(n, L) for n in names)},
         },
         "strategies": {},
     }  # fmt: skip
     start = time.time()
-    print(f"measuring {', '.join(names)} on {len(prompt_sets)} videos with {args.workers} worker(s)", file=sys.stderr)
+    videos = ", ".join(f"{len(quality[L][0])} at {L}x" for L in lengths)
+    print(f"measuring {', '.join(names)} on {videos} with {args.workers} worker(s)", file=sys.stderr)
     measured = run_all(names, job, args.workers)
-    tables = {name: table for name, (table, _) in measured.items()}
+    tables = {name: by_length[lengths[0]] for name, (by_length, _) in measured.items()}
     result["strategies"] = {name: entry for name, (_, entry) in measured.items()}
     result["paired"] = {f"oracle-{b}": paired(tables, "oracle", b) for b in tables if "oracle" in tables and b != "oracle"}
     if "learned" in tables:
@@ -142,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
             result["gap_closed"] = gap_closed(tables)
         if "oracle" in tables and any(h in tables for h in BUDGETED):
             result["gap_closed_budgeted"] = gap_closed(tables, candidates=BUDGETED)
+    result["paired_by_length"] = {str(L): {f"oracle-{b}": paired(at, "oracle", b) for b in at if b != "oracle"}
+                                  for L in lengths if "oracle" in (at := {n: t[L] for n, (t, _) in measured.items() if L in t})}  # fmt: skip
     result["per_video"] = {name: {m: [None if np.isnan(v) else round(float(v), 5) for v in t[m]] for m in t} for name, t in tables.items()}
     result["seconds"] = round(time.time() - start)
     out = Path(args.out)
@@ -149,8 +193,10 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(json.dumps(result, indent=2))
     out.with_suffix(".md").write_text(markdown(result))
     plot(result, out.with_suffix(".png"))
+    drift_png = out.with_name(f"{out.stem}_drift.png")
+    plot_drift(result, drift_png)
     print(markdown(result))
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')} in {result['seconds']} s")
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}, {drift_png} in {result['seconds']} s")
     return result
 
 

@@ -12,11 +12,15 @@ Prompt sets without ground truth (free text) get what the readers can say withou
 identity against the first earlier scene about the same subject as the prompts name it
 (``inflvg.subjects``), artifacts against the background read from the frames; alignment,
 character and returns are NaN, and combined is the mean of what there is.
+
+Every measure is also kept per scene (``VideoScores.by_scene``: NaN where a scene has none, e.g.
+identity on a first appearance), for the drift curves over scene index (``drift``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +40,8 @@ class VideoScores:
     artifacts: float
     character: float
     returns: float  # the right character on returning scenes; nan when none returns
+    by_scene: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    """METRIC -> (n_scenes,) the same measures scene by scene (combined: the mean of what the scene has)."""
 
     @property
     def combined(self) -> float:
@@ -54,15 +60,16 @@ def score_free_text(ps: PromptSet, frames: np.ndarray, frames_per_scene: int) ->
     artif = [1.0 - float(np.mean([artifact_score(f, r.background) for f in frames[i * frames_per_scene : (i + 1) * frames_per_scene]]))
              for i, r in enumerate(readings)]  # fmt: skip
     keys = subject_keys(ps)
-    ident = [attribute_agreement(readings[i].subject, readings[earlier[0]].subject)
-             for i in range(ps.n_scenes) if (earlier := subject_scenes(ps, i, keys))]  # fmt: skip
     nan = float("nan")
-    return VideoScores(nan, float(np.mean(ident)) if ident else nan, float(np.mean(artif)), nan, nan)
+    ident = [attribute_agreement(readings[i].subject, readings[earlier[0]].subject) if (earlier := subject_scenes(ps, i, keys)) else nan
+             for i in range(ps.n_scenes)]  # fmt: skip
+    return _scores([nan] * ps.n_scenes, ident, artif, [nan] * ps.n_scenes, [nan] * ps.n_scenes)
 
 
 def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
     """frames (T, H, W, 3) uint8 of one generated StoryWorld story, measured against its ground truth."""
     first_reading: dict[int, SubjectReading | None] = {}
+    nan = float("nan")
     align, ident, artif, char, back = [], [], [], [], []
     for i, sc in enumerate(story.scenes):
         clip = frames[i * frames_per_scene : (i + 1) * frames_per_scene]
@@ -76,17 +83,56 @@ def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> Vide
             ident.append(attribute_agreement(reading.subject, first_reading[sc.character]))
         else:
             first_reading[sc.character] = reading.subject
-    return VideoScores(
-        alignment=float(np.mean(align)),
-        identity=float(np.mean(ident)) if ident else float("nan"),
-        artifacts=float(np.mean(artif)),
-        character=float(np.mean(char)),
-        returns=float(np.mean(back)) if back else float("nan"),
-    )
+            back.append(nan)
+            ident.append(nan)
+    return _scores(align, ident, artif, char, back)
+
+
+def _nanmean(values, axis=None):
+    with warnings.catch_warnings():  # an all-NaN slice is NaN, as meant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def _scores(align: list[float], ident: list[float], artif: list[float], char: list[float], back: list[float]) -> VideoScores:
+    """A video's scores from its per-scene lists (NaN where a scene has no such measure)."""
+    scene = {"alignment": align, "identity": ident, "artifacts": artif, "character": char, "returns": back}
+    by_scene = {m: np.array(v, float) for m, v in scene.items()}
+    by_scene["combined"] = _nanmean(np.stack([by_scene[m] for m in ("alignment", "artifacts", "identity")]), axis=0)
+    means = {m: float(_nanmean(v)) if len(v) else float("nan") for m, v in by_scene.items() if m != "combined"}
+    return VideoScores(**means, by_scene=by_scene)
 
 
 def per_video_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
     return {m: np.array([getattr(s, m) for s in scores], float) for m in METRICS}
+
+
+def per_scene_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
+    """METRIC -> (videos, scenes); a video shorter than the longest is NaN past its end."""
+    n = max(len(s.by_scene["combined"]) for s in scores)
+    pad = lambda v: np.concatenate([v, np.full(n - len(v), np.nan)])  # noqa: E731
+    return {m: np.stack([pad(s.by_scene[m]) for s in scores]) for m in METRICS}
+
+
+def drift(scenes: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Drift curves: each metric's mean over videos at every scene index, with its 95% bootstrap
+    percentile interval (videos resampled, the same draws for every scene; NaN where no video has
+    the measure there). ``scenes``: ``per_scene_table``'s output."""
+    out: dict = {"ci95": {}}
+    for m in METRICS:
+        v = scenes[m]
+        idx = np.random.default_rng(seed).integers(0, len(v), (n_boot, len(v)))
+        boot = np.concatenate([_nanmean(v[chunk], axis=1) for chunk in np.array_split(idx, max(1, n_boot // 250))])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+        out[m] = [_num(x) for x in _nanmean(v, axis=0)]
+        out["ci95"][m] = [[_num(a), _num(b)] for a, b in zip(lo, hi, strict=True)]
+    return out
+
+
+def _num(x) -> float | None:
+    return None if np.isnan(x) else round(float(x), 5)
 
 
 def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic, n_boot: int = 2000, seed: int = 0) -> list[float]:

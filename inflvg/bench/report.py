@@ -1,4 +1,4 @@
-"""Markdown table and PNG plot of a benchmark result (the JSON written by ``python -m inflvg.bench``)."""
+"""Markdown tables and PNG plots of a benchmark result (the JSON written by ``python -m inflvg.bench``)."""
 
 from __future__ import annotations
 
@@ -33,12 +33,83 @@ def markdown(result: dict) -> str:
     lines.append("|---|---|---|")
     for pair, d in result.get("paired", {}).items():
         lines.append(f"| {pair} | {_fmt(d['identity']['mean'], d['identity']['ci95'])} | {_fmt(d['combined']['mean'], d['combined']['ci95'])} |")
+    lines += by_length_markdown(result)
     for key, kind in (("gap_closed", "heuristic"), ("gap_closed_budgeted", "fixed-budget heuristic")):
         gap = result.get(key)
         if gap:
             lines += ["", (f"Learned policy closes {gap['fraction']:.0%} [{gap['ci95'][0]:.0%}, {gap['ci95'][1]:.0%}] of the {gap['metric']} "
                            f"gap between the best {kind} ({gap['best_heuristic']}) and oracle-K.")]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _mean(values: list) -> float:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+HEAD = ("| length | strategy | videos | alignment | identity | artifacts | combined | character | character on returns "
+        "| scene combined, first horizon | last horizon | oracle - strategy, combined |")
+
+
+def by_length_markdown(result: dict) -> list[str]:
+    """The quality table per quality length (``strategies.NAME.by_length``), with the drift of
+    combined from the video's first horizon to its last, and oracle's paired combined advantage."""
+    config = result["config"]
+    lines = ["", "Quality by video length (x training horizon; mean [95% CI]). Scene combined: the drift curve's mean over the first",
+             "and the last horizon's scenes (each scene's combined is the mean of what it has: identity only on returns).", "",
+             HEAD, "|" + "---|" * 12]  # fmt: skip
+    for L in config.get("quality_lengths", []):
+        horizon = config["scenes_by_length"][str(L)] // L
+        for name, s in result["strategies"].items():
+            b = s.get("by_length", {}).get(str(L))
+            if b is None:
+                lines.append(f"| {L}x | {name} | left out (cost) |" + " - |" * 9)
+                continue
+            curve = b["drift"]["combined"]
+            pair = result.get("paired_by_length", {}).get(str(L), {}).get(f"oracle-{name}")
+            gap = _fmt(pair["combined"]["mean"], pair["combined"]["ci95"]) if pair else "-"
+            quality = [_fmt(b[m], b["ci95"][m]) for m in METRICS]
+            drift = f"{_mean(curve[:horizon]):.3f} | {_mean(curve[-horizon:]):.3f}"
+            lines.append(f"| {L}x | {name} | {b['videos']} | " + " | ".join(quality) + f" | {drift} | {gap} |")
+    return lines
+
+
+def plot_drift(result: dict, path: Path) -> None:
+    """Drift curves: combined (with its 95% band) and identity on returning scenes, against scene
+    index, per strategy; one column of panels per quality length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    lengths = result["config"].get("quality_lengths", [])
+    fig, axes = plt.subplots(2, len(lengths), figsize=(5.5 * len(lengths), 7), squeeze=False, sharex="col")
+    for col, L in enumerate(lengths):
+        top, bottom = axes[0][col], axes[1][col]
+        for i, (name, s) in enumerate(result["strategies"].items()):
+            b = s.get("by_length", {}).get(str(L))
+            if b is None:
+                continue
+            colour = f"C{i}"
+            curve = np.array(b["drift"]["combined"], float)
+            band = np.array(b["drift"]["ci95"]["combined"], float)
+            x = np.arange(len(curve))
+            top.plot(x, curve, color=colour, label=name)
+            top.fill_between(x, band[:, 0], band[:, 1], color=colour, alpha=0.15)
+            ident = np.array(b["drift"]["identity"], float)
+            keep = ~np.isnan(ident)
+            bottom.plot(x[keep], ident[keep], color=colour, marker=".", label=name)
+        for ax in (top, bottom):
+            horizon = result["config"]["scenes_by_length"][str(L)] // L
+            for h in range(horizon, result["config"]["scenes_by_length"][str(L)], horizon):
+                ax.axvline(h - 0.5, color="grey", lw=0.5, ls=":")
+        top.set(ylim=(0, 1), title=f"{L}x: combined by scene", xlabel="scene index")
+        bottom.set(ylim=(0, 1), title=f"{L}x: identity on returning scenes", xlabel="scene index")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(result: dict, path: Path) -> None:

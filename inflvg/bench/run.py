@@ -17,7 +17,7 @@ from ..prompts import PromptSet
 from ..protocol import Generator
 from ..world.eps import sample_prompt_set
 from ..world.story import Story
-from .quality import METRICS, bootstrap_ci, mean_ci, per_video_table, score_video
+from .quality import METRICS, bootstrap_ci, drift, mean_ci, per_scene_table, per_video_table, score_video
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,10 @@ class Progress:
             self.bar.close()
 
 
-def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[PromptSet], truths: list[Story | None]) -> dict[str, np.ndarray]:
-    """Per-video metric arrays of one strategy; batches keep their seed so strategies are paired.
+def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[PromptSet],
+                truths: list[Story | None]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    """Per-video metric arrays of one strategy and its per-scene ones (``per_scene_table``, for the
+    drift curves); batches keep their seed, whatever the strategy, so strategies are paired (the same noise).
     ``truths``: each prompt set's StoryWorld story, or None (free text). A batch holds prompt sets
     of one scene count: a file that mixes counts is generated count by count."""
     scores = []
@@ -74,7 +76,7 @@ def run_quality(setup: BenchSetup, strategy: ContextStrategy, prompt_sets: list[
                            progress=Progress(f"{strategy.name} videos {start + a + 1}-{start + b}/{len(order)}"))  # fmt: skip
             scores += [(i, score_video(prompt_sets[i], truths[i], f, fps)) for i, f in zip(part, res.frames, strict=True)]
     scores.sort(key=lambda x: x[0])
-    return per_video_table([s for _, s in scores])
+    return per_video_table([s for _, s in scores]), per_scene_table([s for _, s in scores])
 
 
 def summarize(table: dict[str, np.ndarray]) -> dict:
@@ -84,6 +86,11 @@ def summarize(table: dict[str, np.ndarray]) -> dict:
         out[m] = mean
         out.setdefault("ci95", {})[m] = [lo, hi]
     return out
+
+
+def summarize_length(table: dict[str, np.ndarray], scenes: dict[str, np.ndarray]) -> dict:
+    """One length's block of a strategy's entry: ``summarize`` plus the drift curves by scene index."""
+    return summarize(table) | {"videos": len(table["combined"]), "scenes": scenes["combined"].shape[1], "drift": drift(scenes)}
 
 
 def paired(tables: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict:

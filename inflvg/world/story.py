@@ -181,3 +181,53 @@ def subject_history(story: Story, frames: np.ndarray, frames_per_scene: int, sce
     if not earlier:
         return None
     return np.concatenate([frames[i * frames_per_scene : (i + 1) * frames_per_scene] for i in earlier])
+
+
+LONG_CAST = 8  # every letter A-H
+LONG_MIN_GAP = 5
+
+
+def sample_spread_order(rng: np.random.Generator, n_scenes: int, cast_size: int, min_gap: int) -> list[int]:
+    """Scene subjects for long videos: a character returns only ``min_gap`` or more scenes after
+    its last appearance (a return then needs memory beyond the last min_gap - 1 scenes), and new
+    characters are introduced in letter order, each with even odds while returns are possible.
+    The opening character (the attention sink) returns only when nothing else can follow."""
+    order, last, introduced = [0], {0: 0}, 1
+    for i in range(1, n_scenes):
+        ready = [c for c in range(1, introduced) if i - last[c] >= min_gap]
+        if introduced < cast_size and (not ready or rng.random() < 0.5):
+            c, introduced = introduced, introduced + 1
+        elif ready:
+            c = int(rng.choice(ready))
+        else:  # a cast too small for the gap: the least recently seen other character
+            c = min((c for c in range(introduced) if c != order[-1]), key=lambda c: last[c])
+        order.append(c)
+        last[c] = i
+    return order
+
+
+def sample_long_story(seed: int, split: Split, n_scenes: int, cast_size: int = LONG_CAST, min_gap: int = LONG_MIN_GAP) -> Story:
+    """A story for videos of several training horizons: a cast of ``cast_size`` and returns at
+    least ``min_gap`` scenes apart (``sample_spread_order``), so that every return needs long
+    memory. Deterministic from (seed, split), on a random stream of its own (not ``sample_story``'s)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 1 <= cast_size <= len(LETTERS):
+        raise ValueError(f"cast_size must be 1-{len(LETTERS)} (letters A-H), got {cast_size}")
+    rng = np.random.default_rng([seed, _SPLIT_STREAM[split], 1])
+    cast = sample_cast(rng, split, cast_size)
+    order = sample_spread_order(rng, n_scenes, cast_size, min_gap)
+    scenes = tuple(Scene(c, BACKGROUND_NAMES[rng.integers(len(BACKGROUND_NAMES))], ACTION_NAMES[rng.integers(len(ACTION_NAMES))],
+                         first_appearance=c not in order[:i]) for i, c in enumerate(order))  # fmt: skip
+    return Story(cast=cast, scenes=scenes, seed=seed)
+
+
+def return_gaps(story: Story) -> list[int]:
+    """Scenes between each appearance of a character and its previous one, over the whole cast."""
+    last: dict[int, int] = {}
+    gaps = []
+    for i, sc in enumerate(story.scenes):
+        if sc.character in last:
+            gaps.append(i - last[sc.character])
+        last[sc.character] = i
+    return gaps
