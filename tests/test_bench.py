@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from inflvg.bench.quality import METRICS
 from inflvg.generator.weights import save_generator
@@ -282,3 +283,21 @@ def test_strategies_share_noise_at_every_length(lively_weights, tmp_path, monkey
     for L in ("1", "4"):
         assert json.dumps(same["window"]["by_length"][L]) == json.dumps(same["random"]["by_length"][L])  # NaN == NaN as text
     assert result["per_video"]["window"] == result["per_video"]["random"]
+
+
+def test_rope_scaling_turns_flex_on_and_off_and_only_where_it_exists(tiny_gen):
+    """--rope-scaling (the FLEX ablation): past the horizon FLEX interpolates the slow temporal
+    components, 'none' extrapolates them; within the horizon the two agree. Wan has no such setting."""
+    import copy
+
+    from inflvg.bench.parallel import with_rope_scaling
+    from inflvg.protocol import load_backend
+
+    flex, none = copy.deepcopy(tiny_gen), copy.deepcopy(tiny_gen)
+    with_rope_scaling(flex, "flex")
+    with_rope_scaling(none, "none")
+    horizon = tiny_gen.model.cfg.horizon_frames
+    assert torch.equal(flex.model.t_freqs(horizon), none.model.t_freqs(horizon))
+    assert not torch.equal(flex.model.t_freqs(16 * horizon), none.model.t_freqs(16 * horizon))
+    with pytest.raises(ValueError, match="storyworld backend"):
+        with_rope_scaling(load_backend("wan-tiny"), "none")

@@ -28,7 +28,7 @@ from ..protocol import BACKENDS, load_backend
 from ..validate import positive_int
 from ..world.eps import ground_truth, prompt_set_of
 from ..world.story import LONG_CAST, LONG_MIN_GAP, SPLITS, Story, sample_long_story, sample_story
-from .parallel import FULL_HISTORY_UP_TO, Job, left_out, make, run_all
+from .parallel import FULL_HISTORY_UP_TO, Job, left_out, make, run_all, with_rope_scaling
 from .report import markdown, plot, plot_drift
 from .run import BUDGETED, HEURISTICS, gap_closed, paired, with_budget
 
@@ -69,6 +69,9 @@ class BenchArgs:
     """Generator weights; None: the backend's shipped ones."""
     policy: str | None = None
     """A trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)."""
+    rope_scaling: Annotated[str, cli.choice(("flex", "none"))] | None = None
+    """FLEX frequency-aware temporal RoPE on ('flex') or off ('none') for the whole run (the FLEX ablation;
+    storyworld backend); None: the weights' own setting."""
     workers: int = 2
     """Processes measuring strategies side by side."""
     threads: int = 1
@@ -141,17 +144,25 @@ def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet], length
     return asked
 
 
+def load_generator(args: BenchArgs):
+    """The backend, with --rope-scaling applied (a backend without it fails here, before any work)."""
+    gen = load_backend(args.generator, args.weights)
+    if args.rope_scaling is not None:
+        with_rope_scaling(gen, args.rope_scaling)
+    return gen
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
-        gen = load_backend(args.generator, args.weights)
+        gen = load_generator(args)
         quality = bench_prompt_sets(args, gen)
         lengths = sorted(quality)
         prompt_sets, truths = quality[lengths[0]]
         ctx = with_budget(gen.spec.context, args.budget_k)
         names = strategy_names(args.strategy_list, [ps for L in lengths for ps in quality[L][0]], lengths) + (["learned"] if args.policy else [])
         job = Job(args.generator, args.weights, args.budget_k, args.seed, quality, args.length_list,
-                  gen.spec.horizon_frames // gen.spec.frames_per_scene, args.timing_videos, args.threads, args.policy)  # fmt: skip
+                  gen.spec.horizon_frames // gen.spec.frames_per_scene, args.timing_videos, args.threads, args.policy, args.rope_scaling)  # fmt: skip
         if args.policy:
             make("learned", job, gen)  # a missing or wrong policy file fails here, before any work
     except (FileNotFoundError, ValueError) as e:
@@ -164,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
             "horizon_frames": gen.spec.horizon_frames, "budget_k": ctx.budget_k, "window_frames": ctx.window_frames,
             "length_multiples": args.length_list, "weights": args.weights or "shipped", "policy": args.policy,
             "workers": args.workers, "threads_per_worker": args.threads, "quality_lengths": lengths,
+            "rope_scaling": args.rope_scaling,
             "videos_by_length": {str(L): len(quality[L][0]) for L in lengths},
             "scenes_by_length": {str(L): quality[L][0][0].n_scenes for L in lengths},
             "long_stories": {"from": LONG_FROM, "cast": LONG_CAST, "min_gap": LONG_MIN_GAP},

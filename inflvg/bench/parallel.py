@@ -15,11 +15,12 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm import tqdm
 
+from ..config import GeneratorConfig
 from ..context import make_strategy
 from ..prompts import PromptSet
 from ..protocol import load_backend
@@ -48,6 +49,17 @@ class Job:
     timing_videos: int
     threads: int
     policy: str | None = None
+    rope_scaling: str | None = None  # FLEX on ('flex') or off ('none'); None: the weights' own
+
+
+def with_rope_scaling(gen, scaling: str) -> None:
+    """FLEX on ('flex') or off ('none'), the ablation: the StoryWorld model's temporal RoPE scaling,
+    set in place (it is read at every block, so nothing else changes)."""
+    model = getattr(gen, "model", None)
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, GeneratorConfig):
+        raise ValueError(f"--rope-scaling applies to the storyworld backend (its GeneratorConfig.rope_scaling), not {gen.spec.backend}")
+    model.cfg = replace(cfg, rope_scaling=scaling)  # pyright: ignore[reportOptionalMemberAccess]
 
 
 def make(name: str, job: Job, gen):
@@ -65,6 +77,8 @@ def run_task(phase: str, name: str, length: int, job: Job):
     or its timing entry (``length`` unused), in this process."""
     torch.set_num_threads(job.threads)
     gen = load_backend(job.generator, job.weights)
+    if job.rope_scaling is not None:
+        with_rope_scaling(gen, job.rope_scaling)
     setup = BenchSetup(gen, with_budget(gen.spec.context, job.budget_k), job.seed)
     strategy = make(name, job, gen)
     if phase == "quality":
