@@ -31,7 +31,10 @@ def free_port() -> int:
 def ray_head(tmp_path_factory):
     port, dash = free_port(), free_port()
     # token authentication on, with a token of our own that both the head and the CLI read
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path_factory.mktemp("ray")), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    # no MLFLOW_TRACKING_URI: mlflow.set_tracking_uri in an earlier test of this process sets it, and
+    # the jobs would log there instead of their own <output_root>/mlflow.db
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env |= {"RAY_TMPDIR": str(tmp_path_factory.mktemp("ray")), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",
                     "--num-cpus=2", "--disable-usage-stats"],

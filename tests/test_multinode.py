@@ -5,8 +5,6 @@ last checkpoint through the storage URI (the only place both processes know), an
 with the weights of an undisturbed run."""
 
 import json
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,32 +43,33 @@ def learners_node(cluster):
     import psutil
     from ray._private import ray_constants
 
-    learner = next(p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Learner"))
     raylets = {n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: n for n in cluster.worker_nodes}
-    return raylets[learner.ppid()]
+    learners = [p for p in psutil.process_iter(["cmdline", "ppid"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Learner")]
+    (node,) = {raylets[p.info["ppid"]] for p in learners if p.info["ppid"] in raylets}  # one learner in this cluster
+    return node
 
 
-def kill_after_first_checkpoint(cluster, latest: Path) -> threading.Thread:
-    """Remove the learner's node (its raylet and every worker on it) once the first checkpoint is written."""
+def kill_the_learners_node_at_step(monkeypatch, cluster, at: int) -> list:
+    """At the start of step ``at`` (after the checkpoint of the step before), remove the learner's node:
+    its raylet and every worker on it, as a machine failure would. -> the steps at which it happened."""
+    real, killed = train.train_step, []
 
-    def kill():
-        deadline = time.monotonic() + 600
-        while not latest.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        cluster.remove_node(learners_node(cluster), allow_graceful=False)
+    def step(step, *args, **kwargs):
+        if step == at and not killed:
+            cluster.remove_node(learners_node(cluster), allow_graceful=False)
+            killed.append(step)
+        return real(step, *args, **kwargs)
 
-    thread = threading.Thread(target=kill, daemon=True)
-    thread.start()
-    return thread
+    monkeypatch.setattr(train, "train_step", step)
+    return killed
 
 
-def test_the_learners_node_dies_and_the_run_completes_through_storage(three_nodes, tmp_path, capsys):
+def test_the_learners_node_dies_and_the_run_completes_through_storage(three_nodes, tmp_path, capsys, monkeypatch):
     cluster = three_nodes
     undisturbed = train.run(run_config(tmp_path, "undisturbed"), "none")
-    killer = kill_after_first_checkpoint(cluster, tmp_path / "storage" / "killed" / "checkpoints" / "latest")
+    killed = kill_the_learners_node_at_step(monkeypatch, cluster, at=1)
     train.run(run_config(tmp_path, "killed"), "none")
-    killer.join(timeout=60)
-    assert len(cluster.worker_nodes) == 1  # the learner's node is gone
+    assert killed == [1] and len(cluster.worker_nodes) == 1  # the learner's node is gone
     out = capsys.readouterr().out
     assert "the learner died during" in out and "resumed from file://" in out
     store = tmp_path / "storage" / "killed"
