@@ -66,7 +66,9 @@ def install_steps(*args: str, tmp_path: Path) -> tuple[int, list[str]]:
 
 
 def test_the_makefile_installs_through_the_script():
-    r = subprocess.run(["make", "-n", "-B", "VENV=/tmp/some-venv", "/tmp/some-venv/.installed"], check=True, cwd=REPO, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # under `make test` too
+    r = subprocess.run(["make", "--no-print-directory", "-n", "-B", "VENV=/tmp/some-venv", "/tmp/some-venv/.installed"],
+                       check=True, cwd=REPO, env=env, capture_output=True, text=True)  # fmt: skip
     assert r.stdout.splitlines() == ["scripts/install.sh --venv /tmp/some-venv", "touch /tmp/some-venv/.installed"]
     rule = (REPO / "Makefile").read_text().split("$(VENV)/.installed:")[1].split("\n\n")[0]
     assert "scripts/install.sh" in rule.splitlines()[0] and "pip install" not in rule  # a script edit reinstalls
