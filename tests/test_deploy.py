@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import requests
 import test_cluster
 import yaml
+from test_serving_cli import running_server
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -240,30 +240,11 @@ def serve_from_manifest(tmp_path_factory):
     (tmp / "serve.yaml").write_text(yaml.safe_dump(cfg))
     env = {k: v for k, v in os.environ.items() if k != "INFLVG_API_KEY"}
     env |= {"RAY_ADDRESS": "local", "RAY_TMPDIR": str(tmp / "ray"), "OMP_NUM_THREADS": "1"}
-    log = tmp / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN / "serve"), "run", str(tmp / "serve.yaml")], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or routes not ready
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(f"serve run of {RAYSERVICE} did not become healthy:\n{log.read_text()[-3000:]}")
-        yield url
+        with running_server([str(BIN / "serve"), "run", str(tmp / "serve.yaml")], env, tmp / "serve.log", url, 300, f"serve run of {RAYSERVICE}"):
+            yield url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
         # only this Ray: `ray stop` would also stop every other Ray on the machine
         subprocess.run(["pkill", "-KILL", "-f", env["RAY_TMPDIR"]], check=False, capture_output=True, timeout=60)
 

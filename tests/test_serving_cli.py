@@ -4,6 +4,7 @@ key, or a prompt file it cannot read; on loopback it starts its own Ray and Serv
 off at its timeout, and stops on SIGINT."""
 
 import base64
+import contextlib
 import io
 import os
 import signal
@@ -68,17 +69,14 @@ def test_refuses_a_prompt_file_it_cannot_serve(prompts, message, capsys):
     check_files(ServeConfig(prompts=str(FREE_TEXT)))
 
 
-@pytest.fixture(scope="module")
-def cli_server(tmp_path_factory):
-    port = free_port()
-    # tight timeout and room for a long video, so that one request can outlast it
-    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port), "--request-timeout-s", "4", "--max-scenes", "32",
-           "--prompts", str(FREE_TEXT.relative_to(REPO))]  # fmt: skip
-    log = tmp_path_factory.mktemp("cli") / "serving.log"
-    proc = subprocess.Popen(cmd, cwd=REPO, env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+@contextlib.contextmanager
+def running_server(cmd: list[str], env: dict, log: Path, url: str, seconds: float, what: str):
+    """Start ``cmd`` from the repository, wait until ``url``/healthz answers 200 and yield the
+    process; at the end SIGINT it (killed after 60 s). Its output goes to ``log``."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + seconds
         while time.time() < deadline and proc.poll() is None:
             try:
                 if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
@@ -87,8 +85,8 @@ def cli_server(tmp_path_factory):
                 pass
             time.sleep(1)
         else:
-            pytest.fail(f"python -m serving did not become healthy:\n{log.read_text()[-3000:]}")
-        yield url, proc
+            pytest.fail(f"{what} did not become healthy:\n{log.read_text()[-3000:]}")
+        yield proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -97,6 +95,17 @@ def cli_server(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cli_server(tmp_path_factory):
+    port = free_port()
+    # tight timeout and room for a long video, so that one request can outlast it
+    cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port), "--request-timeout-s", "4", "--max-scenes", "32",
+           "--prompts", str(FREE_TEXT.relative_to(REPO))]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with running_server(cmd, cli_env(), tmp_path_factory.mktemp("cli") / "serving.log", url, 240, "python -m serving") as proc:
+        yield url, proc
 
 
 def test_cli_serves_a_video_of_free_text(cli_server):
