@@ -369,7 +369,9 @@ def open_the_page_and_load_a_row(driver, url: str):
     driver.find_element(By.ID, "key").send_keys(KEY)
     driver.find_element(By.ID, "example").click()  # also blurs the key field: the page loads /v1/models with it
     wait = WebDriverWait(driver, 60)
-    wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value").count("\n") >= 1)
+    wait.until(lambda d: d.find_element(By.ID, "prompts").get_attribute("value").count("\n") >= 1)  # the example is in
+    # the example may be row 2 itself (a random seed picks a row): empty the box so that only the row's answer fills it
+    driver.execute_script("document.getElementById('prompts').value = ''")
     wait.until(lambda d: d.execute_script("return document.getElementById('strategy').value") == "learned")
     # a row of the server's prompt file loads into the text box
     wait.until(lambda d: d.find_element(By.ID, "rowpick").is_displayed())
