@@ -255,6 +255,7 @@ def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tm
             for mean, (lo, hi) in zip(curve, band, strict=True):
                 assert mean is None or lo <= mean <= hi
         assert block["drift"]["identity"][0] is None  # the first scene is nobody's return
+        assert entry["by_length"]["1"]["identity_drift"] is None and block["identity_drift"]["late_from"] == 9  # 4 scenes, then 16
     assert "oracle-window" in result["paired_by_length"]["4"]
     assert "| 4x | oracle | 2 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "q_drift.png").stat().st_size > 1000

@@ -79,3 +79,18 @@ def test_scores_scene_by_scene_agree_with_the_video_means_and_drift_pads_shorter
         for mean, (lo, hi) in zip(curves[m], curves["ci95"][m], strict=True):
             assert (mean is None and lo is None) or lo <= mean <= hi
     assert curves["identity"][0] is None and curves["alignment"][0] == 1.0
+
+
+def test_identity_drift_pools_returns_before_and_after_scene_9():
+    """Hand-computed: video A returns at scenes 3 (1.0), 5 (0.5), 10 (0.5); video B at 4 (1.0), 12
+    (0.25), 13 (0.75). Scenes 3-8 pool to (1 + 0.5 + 1) / 3, scenes >= 9 to (0.5 + 0.25 + 0.75) / 3."""
+    from inflvg.bench.quality import identity_drift
+
+    identity = np.full((2, 14), np.nan)
+    identity[0, [3, 5, 10]] = [1.0, 0.5, 0.5]
+    identity[1, [4, 12, 13]] = [1.0, 0.25, 0.75]
+    d = identity_drift(identity)
+    assert d is not None and d["early"] == round(2.5 / 3, 5) and d["late"] == 0.5 and d["ratio"] == 0.6
+    lo, hi = d["ratio_ci95"]
+    assert lo <= 0.6 <= hi
+    assert identity_drift(identity[:, :9]) is None  # no scene 9: nothing to compare

@@ -131,6 +131,26 @@ def drift(scenes: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> d
     return out
 
 
+def identity_drift(identity: np.ndarray, early: tuple[int, int] = (3, 9), late_from: int = 9, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """The no-drift check: identity on returning scenes at scene index >= ``late_from`` over identity
+    on returning scenes at indices [early[0], early[1]), each pooled over every such scene of every
+    video, with a 95% bootstrap interval of the ratio (videos resampled). ``identity`` (videos, scenes):
+    ``per_scene_table``'s, NaN where a scene is no return. None when the videos are too short."""
+    if identity.shape[1] <= late_from:
+        return None
+    parts = []
+    for block in (identity[:, early[0] : early[1]], identity[:, late_from:]):
+        seen = ~np.isnan(block)
+        parts += [np.where(seen, block, 0.0).sum(1), seen.sum(1).astype(float)]
+
+    def ratio(early_sum, early_n, late_sum, late_n, axis=-1):
+        return (late_sum.sum(axis) / late_n.sum(axis)) / (early_sum.sum(axis) / early_n.sum(axis))
+
+    early_mean, late_mean = parts[0].sum() / parts[1].sum(), parts[2].sum() / parts[3].sum()
+    return {"early_scenes": list(early), "late_from": late_from, "early": _num(early_mean), "late": _num(late_mean),
+            "ratio": _num(late_mean / early_mean), "ratio_ci95": bootstrap_ci(tuple(parts), ratio, n_boot, seed)}  # fmt: skip
+
+
 def _num(x) -> float | None:
     return None if np.isnan(x) else round(float(x), 5)
 

@@ -48,29 +48,31 @@ def _mean(values: list) -> float:
 
 
 HEAD = ("| length | strategy | videos | alignment | identity | artifacts | combined | character | character on returns "
-        "| scene combined, first horizon | last horizon | oracle - strategy, combined |")
+        "| scene combined, first horizon | last horizon | identity on returns, scenes 9+ / 3-8 | oracle - strategy, combined |")
 
 
 def by_length_markdown(result: dict) -> list[str]:
     """The quality table per quality length (``strategies.NAME.by_length``), with the drift of
-    combined from the video's first horizon to its last, and oracle's paired combined advantage."""
+    combined from the video's first horizon to its last, the no-drift ratio and oracle's paired combined advantage."""
     config = result["config"]
     lines = ["", "Quality by video length (x training horizon; mean [95% CI]). Scene combined: the drift curve's mean over the first",
              "and the last horizon's scenes (each scene's combined is the mean of what it has: identity only on returns).", "",
-             HEAD, "|" + "---|" * 12]  # fmt: skip
+             HEAD, "|" + "---|" * 13]  # fmt: skip
     for L in config.get("quality_lengths", []):
         horizon = config["scenes_by_length"][str(L)] // L
         for name, s in result["strategies"].items():
             b = s.get("by_length", {}).get(str(L))
             if b is None:
-                lines.append(f"| {L}x | {name} | left out (cost) |" + " - |" * 9)
+                lines.append(f"| {L}x | {name} | left out (cost) |" + " - |" * 10)
                 continue
             curve = b["drift"]["combined"]
             pair = result.get("paired_by_length", {}).get(str(L), {}).get(f"oracle-{name}")
             gap = _fmt(pair["combined"]["mean"], pair["combined"]["ci95"]) if pair else "-"
             quality = [_fmt(b[m], b["ci95"][m]) for m in METRICS]
             drift = f"{_mean(curve[:horizon]):.3f} | {_mean(curve[-horizon:]):.3f}"
-            lines.append(f"| {L}x | {name} | {b['videos']} | " + " | ".join(quality) + f" | {drift} | {gap} |")
+            check = b.get("identity_drift")
+            ratio = _fmt(check["ratio"], check["ratio_ci95"]) if check and check["ratio"] is not None else "-"
+            lines.append(f"| {L}x | {name} | {b['videos']} | " + " | ".join(quality) + f" | {drift} | {ratio} | {gap} |")
     return lines
 
 
