@@ -66,11 +66,9 @@ class GeneratorConfig:
     """Euler steps of the flow-matching sampler per frame."""
     horizon_frames: int = 32
     """Frames the generator is trained on; temporal positions beyond it are extrapolated."""
-    rope_scaling: Literal["none", "flex", "compress"] = "flex"
+    rope_scaling: Literal["none", "flex"] = "flex"
     """How temporal RoPE treats distances beyond the horizon: 'flex' interpolates only the
-    low-frequency components (frequency-aware scaling), 'none' extrapolates all of them,
-    'compress' maps every context token's distance into the horizon (the window's kept, older
-    ones spread in order over the rest; ``inflvg.generator.rope.compress_positions``)."""
+    low-frequency components (frequency-aware scaling), 'none' extrapolates all of them."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -82,4 +80,4 @@ class GeneratorConfig:
             )
         if (self.d_model // self.n_heads) % 8:
             raise ValueError("GeneratorConfig: head width d_model/n_heads must be a multiple of 8 for RoPE")
-        one_of(self, "rope_scaling", ("none", "flex", "compress"))
+        one_of(self, "rope_scaling", ("none", "flex"))

@@ -16,7 +16,7 @@ def test_budget_must_be_positive_int(bad):
 def test_config_errors_say_how_to_fix():
     with pytest.raises(ValueError, match="divisible by n_heads"):
         GeneratorConfig(d_model=30, n_heads=4)
-    with pytest.raises(ValueError, match="rope_scaling must be 'none', 'flex' or 'compress'"):
+    with pytest.raises(ValueError, match="rope_scaling must be 'none' or 'flex'"):
         GeneratorConfig(rope_scaling="yarn")
     with pytest.raises(ValueError, match="multiple of 8"):
         WorldConfig(frame_size=30)

@@ -9,7 +9,7 @@ from inflvg.context.base import ContextStrategy
 from inflvg.generate import generate
 from inflvg.generator.backend import StoryWorldGenerator
 from inflvg.generator.cache import KVCache
-from inflvg.generator.rope import apply_rope, compress_positions, rope_tables, temporal_freqs
+from inflvg.generator.rope import apply_rope, rope_tables, temporal_freqs
 from inflvg.generator.weights import load_generator, save_generator
 from inflvg.protocol import load_backend
 from inflvg.world import sample_prompt_set
@@ -107,16 +107,6 @@ def test_rope_depends_on_relative_time_and_flex_scales_low_frequencies():
     assert long[0] == none[0]  # 10 periods inside the horizon: extrapolated
     assert torch.isclose(long[-1], none[-1] / 4)  # under one period: interpolated by 256/64
     assert none[1] / 4 < long[1] < none[1]  # in between: blended
-
-
-def test_compressed_positions_keep_the_window_and_order_and_stay_inside_the_horizon():
-    """Hand-computed: horizon 32, window 4, frame 500. Distances 1-4 are kept; 5 stays 5 (the lowest
-    squeezed distance); the sink at distance 500 lands on 31; distance 252.5 (half way) on 18."""
-    t_ctx = torch.tensor([499.0, 496.0, 495.0, 247.5, 0.0])
-    out = compress_positions(t_ctx, 500, horizon=32, window=4)
-    assert torch.allclose(500 - out, torch.tensor([1.0, 4.0, 5.0, 18.0, 31.0]))
-    assert torch.equal(compress_positions(t_ctx[-2:] / 100, 20, horizon=32, window=4), t_ctx[-2:] / 100)  # inside the horizon: unchanged
-    assert torch.equal(temporal_freqs(4, 64, 1024, "compress"), temporal_freqs(4, 64, 1024, "none"))  # distances already inside
 
 
 def test_weights_round_trip_and_missing_file(tiny, tmp_path):

@@ -69,7 +69,7 @@ class BenchArgs:
     """Generator weights; None: the backend's shipped ones."""
     policy: str | None = None
     """A trained selection policy (policy.pt): adds the 'learned' strategy (greedy top-K)."""
-    rope_scaling: Annotated[str, cli.choice(("flex", "none", "compress"))] | None = None
+    rope_scaling: Annotated[str, cli.choice(("flex", "none"))] | None = None
     """FLEX frequency-aware temporal RoPE on ('flex') or off ('none') for the whole run (the FLEX ablation;
     storyworld backend); None: the weights' own setting."""
     workers: int = 2

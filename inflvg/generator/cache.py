@@ -6,8 +6,7 @@
 
 Positions: every cached token keeps the (t, y, x) of the frame it came from; keys are stored
 unrotated and rotated when the context is assembled (rope.py), so temporal distance to the
-current frame is the true one (FLEX scaling handles distances beyond the horizon), or, under
-``rope_scaling='compress'``, one mapped into the horizon when the context is assembled.
+current frame is always the true one (FLEX scaling handles distances beyond the horizon).
 A frame's long-term tokens are encoded when the frame is made and enter the pool when it leaves
 the window. The pool is preallocated for the whole video, so a selection is one gather of K
 tokens whatever the video length.
@@ -25,7 +24,6 @@ import torch
 from ..config import ContextConfig
 from ..protocol import Pool
 from .model import Context, Generator
-from .rope import compress_positions
 
 
 class KVCache:
@@ -126,8 +124,8 @@ class KVCache:
             parts.append(self._frames_context(window, n_videos))
         if not parts:
             return None
-        pos = torch.cat([p.pos for p in parts], 1)
-        if self.model.cfg.rope_scaling == "compress":
-            t_ctx = compress_positions(pos[..., 0], t, self.model.cfg.horizon_frames, w)
-            pos = torch.cat([t_ctx[..., None], pos[..., 1:]], -1)
-        return Context(kv=torch.cat([p.kv for p in parts], 3), pos=pos, valid=torch.cat([p.valid for p in parts], 1))
+        return Context(
+            kv=torch.cat([p.kv for p in parts], 3),
+            pos=torch.cat([p.pos for p in parts], 1),
+            valid=torch.cat([p.valid for p in parts], 1),
+        )

@@ -8,13 +8,6 @@ FLEX (Frequency-aware Length EXtension, arXiv 2602.14027): a temporal component 
 is longer than the training horizon never completed a period in training, so its positions are
 interpolated by s = max_distance / horizon; components with many periods inside the horizon are
 left to extrapolate; those in between are blended linearly (a ramp over 1..4 periods).
-
-Compressed positions (``compress_positions``) are the other way to stay inside the horizon: instead
-of rescaling frequencies, every context token's distance to the frame being made is mapped into the
-distances seen in training, the way StreamingLLM gives tokens their positions inside the cache rather
-than in the text (arXiv 2309.17453) and LongLive-RAG places retrieved blocks between the sink and
-the local window. The window keeps its true distances; older tokens (selected long-term tokens and
-the sink) are spread linearly, in order, over the rest of the horizon.
 """
 
 from __future__ import annotations
@@ -41,23 +34,11 @@ def temporal_freqs(nt: int, horizon: int, max_distance: float, scaling: str, dev
     dtype = torch.float32 if torch.device(device if device is not None else "cpu").type == "mps" else torch.float64
     freqs = TIME_BASE ** (-torch.arange(nt, dtype=dtype, device=device) / nt)
     scale = max(1.0, max_distance / horizon)
-    if scaling != "flex" or scale == 1.0:  # 'compress' keeps every distance inside the horizon
+    if scaling == "none" or scale == 1.0:
         return freqs.float()
     periods = horizon * freqs / (2 * math.pi)  # periods seen inside the training horizon
     keep = ((periods - 1.0) / 3.0).clamp(0.0, 1.0)  # 0: interpolate fully, 1: extrapolate
     return (keep * freqs + (1 - keep) * freqs / scale).float()
-
-
-def compress_positions(t_ctx: torch.Tensor, t: int, horizon: int, window: int) -> torch.Tensor:
-    """Temporal positions t_ctx (...) of context tokens for frame t -> positions whose distances to t
-    lie inside the training horizon: distances up to ``window`` kept, those in (window, t] mapped
-    linearly onto (window, horizon - 1], order kept. Unchanged while t < horizon."""
-    if t < horizon:
-        return t_ctx
-    d = t - t_ctx
-    lo, hi = window + 1, horizon - 1
-    squeezed = lo + (d - lo) * (hi - lo) / max(t - lo, 1)
-    return t - torch.where(d <= window, d, squeezed)
 
 
 def rope_tables(pos: torch.Tensor, head_dim: int, t_freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
