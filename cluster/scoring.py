@@ -17,9 +17,22 @@ def _frames(r: Rollout) -> np.ndarray:
     return r.frames
 
 
+def _history(r: Rollout, rollouts: list[Rollout]) -> np.ndarray | None:
+    """The video whose earlier scenes are ``r``'s history: a tree rollout's kept branch, else None (its own)."""
+    if r.history_from < 0:
+        return None
+    kept = [o for o in rollouts if o.group_id == r.group_id and o.rollout_index == r.history_from]
+    if len(kept) != 1:
+        raise ValueError(f"tree rollout {r.rollout_index} of group {r.group_id} ({r.prompt_set_id}) branches from rollout "
+                         f"{r.history_from}, which is not among the rollouts scored with it: score a group whole")  # fmt: skip
+    return _frames(kept[0])
+
+
 def scene_batch(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet]) -> SceneBatch:
-    """Every scene of every rollout (rollout-major), with its subject's earlier frames as history."""
-    parts = [video_scene_batch([_frames(r)], prompt_sets[r.prompt_set_id], len(_frames(r)) // len(r.prompts)) for r in rollouts]
+    """Every scene of every rollout (rollout-major), with its subject's earlier frames as history
+    (for a tree rollout, those of the branch its history continued with)."""
+    parts = [video_scene_batch([_frames(r)], prompt_sets[r.prompt_set_id], len(_frames(r)) // len(r.prompts), _history(r, rollouts))
+             for r in rollouts]  # fmt: skip
     return SceneBatch([f for p in parts for f in p.frames], [q for p in parts for q in p.prompts],
                       [h for p in parts for h in (p.history or [None] * len(p.frames))])  # fmt: skip
 

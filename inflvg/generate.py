@@ -52,12 +52,15 @@ def _check_batch(prompt_sets: list[PromptSet], frames_per_scene: int, frames_per
 
 def generate(gen: Generator, prompt_sets: list[PromptSet], strategy: ContextStrategy, seed: int = 0,
              frames_per_scene: int | None = None, ctx: ContextConfig | None = None,
-             progress: Callable[[int, int], None] | None = None, shared_noise: bool = False) -> GenerationResult:  # fmt: skip
+             progress: Callable[[int, int], None] | None = None, shared_noise: bool = False, tree: bool = False) -> GenerationResult:  # fmt: skip
     """One video per prompt set. The noise depends only on ``seed`` and the batch layout, so two
     strategies run with the same seed see the same noise (a paired comparison). ``shared_noise``:
     every video of the batch gets the same noise (copies of one prompt set that then differ only
-    by their selections). ``frames_per_scene`` and ``ctx`` default to the backend's own."""
-    for t, out in generate_stepwise(gen, prompt_sets, strategy, seed, frames_per_scene, ctx, shared_noise):
+    by their selections). ``tree``: the videos are branches (copies of one prompt set): after each
+    scene every video continues from video 0's history, so at every scene change the B selections
+    act on one shared history; video b's frames are then its own branch of each scene, and the
+    history is video 0's. ``frames_per_scene`` and ``ctx`` default to the backend's own."""
+    for t, out in generate_stepwise(gen, prompt_sets, strategy, seed, frames_per_scene, ctx, shared_noise, tree):
         if progress is not None:
             progress(t + 1, len(out.ms_per_frame))
     return out
@@ -66,12 +69,14 @@ def generate(gen: Generator, prompt_sets: list[PromptSet], strategy: ContextStra
 @torch.no_grad()  # also for a generator function: grad stays off whenever it resumes
 def generate_stepwise(gen: Generator, prompt_sets: list[PromptSet], strategy: ContextStrategy, seed: int = 0,
                       frames_per_scene: int | None = None, ctx: ContextConfig | None = None,
-                      shared_noise: bool = False) -> Iterator[tuple[int, GenerationResult]]:  # fmt: skip
+                      shared_noise: bool = False, tree: bool = False) -> Iterator[tuple[int, GenerationResult]]:  # fmt: skip
     """``generate`` one block at a time: yields (last frame index, the result so far) after each
     block, the result's arrays filling in place, so that a caller can interleave two generations."""
     spec = gen.spec
     fps, ctx = frames_per_scene or spec.frames_per_scene, ctx or spec.context
     n_scenes = _check_batch(prompt_sets, fps, spec.frames_per_block)
+    if tree and len({ps.id for ps in prompt_sets}) != 1:
+        raise ValueError("tree generation makes branches of one prompt set: pass copies of it, [prompt_set] * G")
     strategy.check(prompt_sets)
     b, total = len(prompt_sets), n_scenes * fps
     text = gen.encode_prompts([p for ps in prompt_sets for p in ps.scenes])
@@ -83,8 +88,11 @@ def generate_stepwise(gen: Generator, prompt_sets: list[PromptSet], strategy: Co
     for sc in range(n_scenes):
         start = time.perf_counter()
         scene_text = text.index(rows_of_scene(sc))
+        if tree and sc:
+            cache.reindex(np.zeros(b, np.int64))  # every branch continues from video 0's history
         if not strategy.full_history:
-            state = SelectionState(sc, prompt_sets, fps, ctx.budget_k, cache.pool(), frames[:, : sc * fps], rng,
+            past = np.broadcast_to(frames[:1, : sc * fps], (b, sc * fps, *frames.shape[2:])) if tree else frames[:, : sc * fps]
+            state = SelectionState(sc, prompt_sets, fps, ctx.budget_k, cache.pool(), past, rng,
                                    gen.prompt_query(scene_text) if strategy.reads_prompt_query else None,
                                    cache.latest_features() if strategy.reads_latest else None)  # fmt: skip
             sel = strategy.select(state)

@@ -151,6 +151,11 @@ class VideoCache(Protocol):
         in the pool; the same kind of features as ``Pool.features``); None before the first frame."""
         ...
 
+    def reindex(self, rows: np.ndarray) -> None:
+        """(B,) source video of each video: video b continues from video rows[b]'s history (keys,
+        values, features, selection), as the branches of a tree rollout continue from the kept one."""
+        ...
+
 
 @runtime_checkable
 class Generator(Protocol):

@@ -42,6 +42,7 @@ class Rollout:
     transitions: list[Transition] = field(default_factory=list)  # one per scene change with a non-empty pool
     prompts: list[str] = field(default_factory=list)  # (S,) scene prompts
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 video, optional
+    history_from: int = -1  # tree rollouts: rollout_index of the group's kept branch, whose frames are the history of every scene; -1: its own
 
 
 @dataclass
@@ -111,7 +112,7 @@ def _schema():
         ("prompt_set_id", pa.string()), ("group_id", pa.int64()), ("rollout_index", pa.int64()),
         ("policy_version", pa.int64()), ("noise_seed", pa.int64()), ("selection_seed", pa.int64()),
         ("scene_rewards", arr), ("scores", pa.list_(pa.struct([("name", pa.string()), ("value", arr)]))),
-        ("transitions", pa.list_(transition)), ("prompts", pa.list_(pa.string())), ("frames", arr),
+        ("transitions", pa.list_(transition)), ("prompts", pa.list_(pa.string())), ("frames", arr), ("history_from", pa.int64()),
     ])  # fmt: skip
 
 
@@ -134,7 +135,7 @@ def _unpack(d: dict | None) -> np.ndarray | None:
 
 
 _ARRAYS = ("features", "prompt_tokens", "prompt_mask", "chosen")
-_SCALARS = ("prompt_set_id", "group_id", "rollout_index", "policy_version", "noise_seed", "selection_seed")
+_SCALARS = ("prompt_set_id", "group_id", "rollout_index", "policy_version", "noise_seed", "selection_seed", "history_from")
 
 
 def _row(r: Rollout) -> dict:

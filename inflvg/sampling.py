@@ -40,19 +40,20 @@ def request_seeds(noise_seed: int, selection_seed: int, index: int, group_size: 
 
 def sample_group(gen: Generator, policy: SelectionPolicy, embed: PromptEmbedder, ps: PromptSet, index: int, noise: int,
                  sel: list[int], ctx: ContextConfig, frames_per_scene: int | None = None,
-                 version: int = 0) -> list[Rollout]:  # fmt: skip
+                 version: int = 0, tree: bool = False) -> list[Rollout]:  # fmt: skip
     """G = len(sel) sampled rollouts of ``ps``, with generator noise seed ``noise`` and selection
     seeds ``sel`` -> G ``Rollout`` records with their frames, rewards NaN until scored; ``index``
-    is the group's id."""
+    is the group's id. ``tree``: at every scene change the G selections branch from one shared
+    history, which then continues with branch 0 (``generate``'s ``tree``; ``history_from`` = 0)."""
     group_size = len(sel)
     strategy = LearnedStrategy(policy, embed, seed=sel)
-    res = generate(gen, [ps] * group_size, strategy, seed=noise, frames_per_scene=frames_per_scene, ctx=ctx, shared_noise=True)
+    res = generate(gen, [ps] * group_size, strategy, seed=noise, frames_per_scene=frames_per_scene, ctx=ctx, shared_noise=True, tree=tree)
     transitions = strategy.video_transitions() or [[]] * group_size
     return [
         Rollout(
             prompt_set_id=ps.id, group_id=index, rollout_index=g, policy_version=version, noise_seed=noise,
             selection_seed=sel[g], scene_rewards=np.full(ps.n_scenes, np.nan, np.float32), transitions=transitions[g],
-            prompts=list(ps.scenes), frames=res.frames[g].copy(),  # (T, H, W, 3) uint8
+            prompts=list(ps.scenes), frames=res.frames[g].copy(), history_from=0 if tree else -1,  # frames (T, H, W, 3) uint8
         )
         for g in range(group_size)
     ]  # fmt: skip

@@ -22,14 +22,15 @@ def named_history(video: np.ndarray, ps: PromptSet, frames_per_scene: int, scene
     return np.concatenate([video[i * frames_per_scene : (i + 1) * frames_per_scene] for i in earlier])
 
 
-def video_scene_batch(videos: list[np.ndarray], ps: PromptSet, frames_per_scene: int) -> SceneBatch:
+def video_scene_batch(videos: list[np.ndarray], ps: PromptSet, frames_per_scene: int, history_video: np.ndarray | None = None) -> SceneBatch:
     """Every scene of videos (T, H, W, 3) of one prompt set, each with its subject's earlier
-    frames as history; video-major order."""
+    frames as history; video-major order. ``history_video``: the video whose earlier scenes are
+    every scene's history (a tree rollout's kept branch); None: each video's own."""
     keys = subject_keys(ps)
     frames, prompts, history = [], [], []
     for video in videos:
         for s, prompt in enumerate(ps.scenes):
             frames.append(video[s * frames_per_scene : (s + 1) * frames_per_scene])
             prompts.append(prompt)
-            history.append(named_history(video, ps, frames_per_scene, s, keys))
+            history.append(named_history(video if history_video is None else history_video, ps, frames_per_scene, s, keys))
     return SceneBatch(frames, prompts, history)

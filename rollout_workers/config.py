@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from inflvg.protocol import BACKENDS
 from inflvg.validate import at_least, number, one_of
@@ -28,11 +29,18 @@ class RolloutConfig:
     """Times Ray restarts a dead actor (its work is re-issued once by the group)."""
     threads: int = 1
     """torch intra-op threads inside the actor: more than the reserved cores makes it much slower."""
+    mode: Literal["trajectory", "tree"] = "trajectory"
+    """How a group is sampled. 'trajectory': G whole videos from the same noise, each following its own
+    selections (a scene's baseline compares actions taken from different histories). 'tree': at every
+    scene change G branches of the next scene from one shared history (InfLVG's grouping), which then
+    continues with branch 0: a sample of the acting policy, so the history stays on-policy and needs no
+    reward before the next scene (the best-rewarded branch would). Same generated frames per group."""
     call_timeout_s: float = 1800.0
     """Seconds a rollout call (one replica's share of a step) or a weight push may take before the step stops with an error naming it."""
 
     def __post_init__(self) -> None:
         one_of(self, "generator", tuple(BACKENDS))
+        one_of(self, "mode", ("trajectory", "tree"))
         if self.generator_weights is not None and (not isinstance(self.generator_weights, str) or not self.generator_weights):
             raise ValueError(
                 f"RolloutConfig.generator_weights must be a non-empty path string or None (the shipped weights), "

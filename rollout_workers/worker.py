@@ -94,7 +94,8 @@ class RolloutWorker:
         for i, ps in enumerate(prompt_sets):
             index = first_index + i
             noise, sel = request_seeds(noise_seed, selection_seed, index, self.cfg.group_size)
-            out += sample_group(self.gen, self.policy, self.embed, ps, index, noise, sel, self.ctx, version=self._version)
+            out += sample_group(self.gen, self.policy, self.embed, ps, index, noise, sel, self.ctx, version=self._version,
+                                tree=self.cfg.mode == "tree")  # fmt: skip
         return out
 
     def _check_call(self, prompt_sets, noise_seed, selection_seed, first_index) -> None:

@@ -70,6 +70,16 @@ class KVCache:
             return self.pool_features[:, self.pool_len - self.n_long : self.pool_len]
         return None
 
+    def reindex(self, rows: np.ndarray) -> None:
+        """(B,) video b continues from video rows[b]'s history (``VideoCache.reindex``)."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.pool_kv.device)
+        self.pool_kv = self.pool_kv[:, :, idx]
+        self.pool_features = self.pool_features[idx]
+        self.full = {f: kv[:, :, idx] for f, kv in self.full.items()}
+        self.pending_long = {f: (kv[:, :, idx], feats[idx]) for f, (kv, feats) in self.pending_long.items()}
+        if self.selected is not None:
+            self.selected = Context(self.selected.kv[:, :, idx], self.selected.pos[idx], self.selected.valid[idx])
+
     @property
     def bytes_per_token(self) -> int:
         """Key and value of one token in every layer, fp32."""

@@ -80,6 +80,18 @@ class WanCache:
             return self.pool_features[:, self.pool_len - self.n_tok : self.pool_len]
         return None
 
+    def reindex(self, rows: np.ndarray) -> None:
+        """(B,) video b continues from video rows[b]'s history (``VideoCache.reindex``), gathered where each part lives."""
+        idx, pinned = torch.as_tensor(rows, dtype=torch.long), self.pool_kv.is_pinned()
+        self.pool_kv = self.pool_kv[:, :, idx.to(self.pool_kv.device)]
+        if pinned:  # indexing drops the pinning that makes the transfer of a selection asynchronous
+            self.pool_kv = self.pool_kv.pin_memory()
+        on = idx.to(self.device)
+        self.pool_features = self.pool_features[on]
+        self.frames = {f: kv[:, :, on] for f, kv in self.frames.items()}
+        if self.selected is not None:
+            self.selected = Context(self.selected.kv[:, :, on], self.selected.pos[on], self.selected.valid[on])
+
     def _pos(self, frame: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
         gw = self.model.cfg.grid[1]
         return torch.stack([frame, token // gw, token % gw], -1).long()
