@@ -1,8 +1,10 @@
 """The benchmark's per-video scores on ground-truth renders, and after a returning scene is spoiled."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from inflvg.bench.quality import score_video
 from inflvg.config import WorldConfig
@@ -94,3 +96,28 @@ def test_identity_drift_pools_returns_before_and_after_scene_9():
     lo, hi = d["ratio_ci95"]
     assert lo <= 0.6 <= hi
     assert identity_drift(identity[:, :9]) is None  # no scene 9: nothing to compare
+
+
+def test_compare_takes_the_paired_difference_of_two_runs_and_refuses_other_videos(tmp_path, capsys):
+    """Hand-computed: A's combined per video [0.9, 0.8, 0.7], B's [0.8, 0.8, 0.6] -> A - B = +0.067 on average."""
+    from inflvg.bench.compare import main, paired_difference
+
+    def run(combined, videos=3):
+        per_video = {m: [0.5] * videos for m in ("alignment", "identity", "artifacts", "character", "returns")}
+        return {"config": {"split": "heldout", "seed": 0, "videos": videos}, "per_video": {"learned": per_video | {"combined": combined}}}
+
+    a, b = run([0.9, 0.8, 0.7]), run([0.8, 0.8, float("nan")])
+    d = paired_difference(a, b, "learned")
+    assert d["combined"]["mean"] == pytest.approx(0.05) and d["combined"]["a"] == pytest.approx(0.85)  # the NaN pair left out
+    assert d["identity"] == {"a": 0.5, "b": 0.5, "mean": 0.0, "ci95": [0.0, 0.0]}
+    with pytest.raises(ValueError, match=r"config \{'videos': \(3, 4\)\} differ"):
+        paired_difference(a, run([0.1] * 4, videos=4), "learned")
+    with pytest.raises(ValueError, match="no strategy 'oracle'"):
+        paired_difference(a, b, "oracle")
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for p, r in zip(paths, (a, run([0.8, 0.8, 0.6])), strict=True):
+        p.write_text(json.dumps(r))
+    result = main([str(paths[0]), str(paths[1]), "--out", str(tmp_path / "d.json")])
+    assert result["difference"]["combined"]["mean"] == pytest.approx(0.2 / 3) and "| combined | 0.800 | 0.733 | +0.067" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([str(paths[0]), str(tmp_path / "missing.json")])
