@@ -155,7 +155,10 @@ def logged_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSamp
         save_rollouts(rollouts, store, step)
     if step % cfg.video_every == 0:
         tracker.log_video(step, rollouts[0].frames, rollouts[0].prompts)
-    step_log.append({"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], "seconds": wall, **restarts(roles)})
+    families = {k: metrics[k] for k in sorted(metrics) if k.startswith("reward_") and k.endswith("_mean") and k != "reward_total_mean"}
+    frames = sum(len(r.frames) for r in rollouts if r.frames is not None)
+    step_log.append({"step": step, "version": metrics["version"], "reward": metrics["reward_total_mean"], **families,
+                     "frames_generated": frames, "seconds": wall, **restarts(roles)})  # fmt: skip
     print(f"step {step + 1}/{cfg.steps}  reward {metrics['reward_total_mean']:.3f}  {wall:.1f}s", flush=True)
 
 
