@@ -256,7 +256,7 @@ def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tm
                 assert mean is None or lo <= mean <= hi
         assert block["drift"]["identity"][0] is None  # the first scene is nobody's return
         assert entry["by_length"]["1"]["identity_drift"] is None and block["identity_drift"]["late_from"] == 9  # 4 scenes, then 16
-    assert "oracle-window" in result["paired_by_length"]["4"]
+    assert set(result["paired_by_length"]["4"]) == {"oracle-window"}
     assert "| 4x | oracle | 2 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "q_drift.png").stat().st_size > 1000
 
@@ -302,3 +302,14 @@ def test_rope_scaling_turns_flex_on_and_off_and_only_where_it_exists(tiny_gen):
     assert not torch.equal(flex.model.t_freqs(16 * horizon), none.model.t_freqs(16 * horizon))
     with pytest.raises(ValueError, match="storyworld backend"):
         with_rope_scaling(load_backend("wan-tiny"), "none")
+
+
+def test_pairs_at_a_length_are_oracle_and_learned_against_every_other():
+    """Hand-computed: learned [0.9, 0.7] minus window [0.5, 0.5] is +0.3 on average."""
+    from inflvg.bench.__main__ import pairs_at
+
+    table = lambda v: {m: np.array(v) for m in METRICS}  # noqa: E731
+    pairs = pairs_at({"window": table([0.5, 0.5]), "oracle": table([0.8, 0.8]), "learned": table([0.9, 0.7])})
+    assert set(pairs) == {"oracle-window", "oracle-learned", "learned-window", "learned-oracle"}
+    assert pairs["learned-window"]["combined"]["mean"] == pytest.approx(0.3)
+    assert set(pairs_at({"window": table([0.5])})) == set()

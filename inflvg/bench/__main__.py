@@ -131,6 +131,11 @@ def bench_prompt_sets(args: BenchArgs, gen) -> dict[int, tuple[list[PromptSet], 
     return out
 
 
+def pairs_at(tables: dict[str, dict[str, np.ndarray]]) -> dict:
+    """Paired differences at one length: oracle, and the learned policy, against every other strategy measured there."""
+    return {f"{a}-{b}": paired(tables, a, b) for a in ("oracle", "learned") if a in tables for b in tables if b != a}
+
+
 def strategy_names(asked: list[str] | None, prompt_sets: list[PromptSet], lengths: list[int]) -> list[str]:
     """The strategies asked for, each checked against the prompts; by default, every one they allow
     and that is measured at some quality length (``left_out``)."""
@@ -196,8 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["gap_closed"] = gap_closed(tables)
         if "oracle" in tables and any(h in tables for h in BUDGETED):
             result["gap_closed_budgeted"] = gap_closed(tables, candidates=BUDGETED)
-    result["paired_by_length"] = {str(L): {f"oracle-{b}": paired(at, "oracle", b) for b in at if b != "oracle"}
-                                  for L in lengths if "oracle" in (at := {n: t[L] for n, (t, _) in measured.items() if L in t})}  # fmt: skip
+    result["paired_by_length"] = {str(L): pairs_at({n: t[L] for n, (t, _) in measured.items() if L in t}) for L in lengths}
     result["per_video"] = {name: {m: [None if np.isnan(v) else round(float(v), 5) for v in t[m]] for m in t} for name, t in tables.items()}
     result["seconds"] = round(time.time() - start)
     out = Path(args.out)
