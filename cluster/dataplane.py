@@ -65,7 +65,7 @@ def _by_set(rollouts: list[Rollout]) -> dict[int, list[Rollout]]:
 def scene_batch_bytes(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], size: Size) -> int:
     """Bytes of the scene batch one reward family receives (frames and history of every scene), built by
     ``scoring.scene_batch`` one rollout at a time (its history is a copy: at scale, all at once is GBs)."""
-    return sum(size(scene_batch([r], prompt_sets)) for r in rollouts)
+    return sum(size(scene_batch([r], prompt_sets, rollouts)) for r in rollouts)
 
 
 def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str], rollout_replicas: int,

@@ -28,10 +28,11 @@ def _history(r: Rollout, rollouts: list[Rollout]) -> np.ndarray | None:
     return _frames(kept[0])
 
 
-def scene_batch(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet]) -> SceneBatch:
+def scene_batch(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], step: list[Rollout] | None = None) -> SceneBatch:
     """Every scene of every rollout (rollout-major), with its subject's earlier frames as history
-    (for a tree rollout, those of the branch its history continued with)."""
-    parts = [video_scene_batch([_frames(r)], prompt_sets[r.prompt_set_id], len(_frames(r)) // len(r.prompts), _history(r, rollouts))
+    (for a tree rollout, those of the branch its history continued with, found in ``step``: the
+    step's rollouts, by default ``rollouts`` themselves)."""
+    parts = [video_scene_batch([_frames(r)], prompt_sets[r.prompt_set_id], len(_frames(r)) // len(r.prompts), _history(r, step or rollouts))
              for r in rollouts]  # fmt: skip
     return SceneBatch([f for p in parts for f in p.frames], [q for p in parts for q in p.prompts],
                       [h for p in parts for h in (p.history or [None] * len(p.frames))])  # fmt: skip

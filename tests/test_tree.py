@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from cluster.dataplane import scene_batch_bytes
+from cluster.dataplane_model import wire_bytes
 from cluster.sampler import PromptSampler
 from cluster.scoring import scene_batch
 from inflvg.context.base import ContextStrategy, SelectionState
@@ -111,6 +113,7 @@ def test_tree_rollouts_share_the_pool_and_score_against_the_kept_branch(lively_g
     assert any(k is not None and not np.array_equal(k, o) for k, o in zip(kept, own, strict=True))  # not its own history
     with pytest.raises(ValueError, match="score a group whole"):
         scene_batch(tree[1:], {ps.id: ps})
+    assert scene_batch_bytes(tree, {ps.id: ps}, wire_bytes) == scene_batch_bytes(plain, {ps.id: ps}, wire_bytes)  # the data-plane model too
     assert [r.history_from for r in from_arrow(to_arrow(tree))] == [0, 0, 0]
 
 
