@@ -52,6 +52,23 @@ def _world_of_one_env() -> None:
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
 
 
+def warn_stale_build_locks(root: Path | None = None, older_than_s: float = 300.0) -> list[Path]:
+    """torch's build locks (``<root>/<python_device>/<op>/lock``) older than ``older_than_s``, each named on
+    stderr. DeepSpeed compiles an op with g++ at the first start (about 45 s); a process killed
+    during that compile leaves its lock behind and every later learner waits on it without a word,
+    so say which file to delete. (Only said: a lock that old may still be a live compile on a loaded machine.)"""
+    import sys
+
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(root or os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    stale = [p for p in root.glob("*/*/lock") if time.time() - p.stat().st_mtime > older_than_s]
+    for p in stale:
+        print(f"learner: a build lock from {time.ctime(p.stat().st_mtime)} may hold this start: {p}; "
+              "if no other process is compiling that op, delete the file", file=sys.stderr, flush=True)  # fmt: skip
+    return stale
+
+
 def deepspeed_config(cfg: LearnerConfig, world_size: int) -> dict:
     """The DeepSpeed config dict of a ``LearnerConfig``: one optimizer step per minibatch."""
     config = {
@@ -82,6 +99,7 @@ class Learner:
         if not cfg.uses_gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # read once, when deepspeed is first imported
         _world_of_one_env()
+        warn_stale_build_locks()
         import deepspeed
         from deepspeed import comm as dist
 

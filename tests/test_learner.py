@@ -258,3 +258,22 @@ def test_config_errors_name_the_field(change, field):
         LearnerConfig(**change)
     if field == "dtype":
         assert "CPU" in str(err.value) and "bf16" in str(err.value)
+
+
+def test_a_build_lock_left_by_a_killed_compile_is_named(tmp_path, capsys):
+    """A lock older than the threshold is named on stderr with the advice; a fresh one (a compile under
+    way) and other files are not."""
+    import os
+    import time
+
+    from learner.actor import warn_stale_build_locks
+
+    old, fresh = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock", tmp_path / "py311_cpu" / "other_op" / "lock"
+    for p in (old, fresh):
+        p.parent.mkdir(parents=True)
+        p.touch()
+    (old.parent / "shm.o").touch()
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert warn_stale_build_locks(tmp_path, older_than_s=300) == [old]
+    err = capsys.readouterr().err
+    assert str(old) in err and "delete the file" in err and str(fresh) not in err
