@@ -20,8 +20,14 @@ import tyro
 from .. import cli
 from .quality import METRICS, bootstrap_ci
 
-PAIRED_ON = ("split", "prompts", "seed", "videos", "backend", "weights", "frames_per_scene", "budget_k", "window_frames")
+PAIRED_ON = ("split", "prompts", "seed", "videos", "generator", "weights", "frames_per_scene", "budget_k", "window_frames")
 """Config keys two runs must share for their videos to be the same prompt sets and noise."""
+RENAMED = {"generator": "backend"}
+"""Keys that results written by earlier versions name otherwise."""
+
+
+def _setting(config: dict, key: str):
+    return config.get(key, config.get(RENAMED.get(key, key)))
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,8 @@ class CompareArgs:
 
 def paired_difference(a: dict, b: dict, strategy: str) -> dict:
     """Two benchmark results -> {METRIC: {a, b, mean, ci95}}: means and the paired difference a - b."""
-    differ = {k: (a["config"].get(k), b["config"].get(k)) for k in PAIRED_ON if a["config"].get(k) != b["config"].get(k)}
+    settings = {k: (_setting(a["config"], k), _setting(b["config"], k)) for k in PAIRED_ON}
+    differ = {k: pair for k, pair in settings.items() if pair[0] != pair[1]}
     if differ:
         raise ValueError(f"the two runs did not measure the same videos: config {differ} differ; rerun one with the other's flags")
     for name, run in (("A", a), ("B", b)):
