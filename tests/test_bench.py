@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +15,16 @@ from inflvg.prompts import PromptSet, load_prompts, save_prompts
 from inflvg.world import prompt_set_of, sample_story
 
 
+def saved(generator: tuple, tmp_path_factory, name: str) -> Path:
+    """A conftest generator (model, world, ctx) written as a weights file."""
+    path = tmp_path_factory.mktemp("w") / name
+    save_generator(*generator, path, {"steps": 0})
+    return path
+
+
 @pytest.fixture(scope="module")
 def weights(tiny, tmp_path_factory):
-    model, world, ctx = tiny
-    path = tmp_path_factory.mktemp("w") / "tiny.pt"
-    save_generator(model, world, ctx, path, {"steps": 0})
-    return path
+    return saved(tiny, tmp_path_factory, "tiny.pt")
 
 
 def bench(*args):
@@ -264,10 +269,7 @@ def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tm
 @pytest.fixture(scope="module")
 def lively_weights(lively, tmp_path_factory):
     """Weights whose frames depend on the noise and the context (``lively``)."""
-    model, world, ctx = lively
-    path = tmp_path_factory.mktemp("w") / "lively.pt"
-    save_generator(model, world, ctx, path, {"steps": 0})
-    return path
+    return saved(lively, tmp_path_factory, "lively.pt")
 
 
 def test_strategies_share_noise_at_every_length(lively_weights, tmp_path, monkeypatch):

@@ -194,9 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     measured = run_all(names, job, args.workers)
     tables = {name: by_length[lengths[0]] for name, (by_length, _) in measured.items()}
     result["strategies"] = {name: entry for name, (_, entry) in measured.items()}
-    result["paired"] = {f"oracle-{b}": paired(tables, "oracle", b) for b in tables if "oracle" in tables and b != "oracle"}
+    result["paired"] = pairs_at(tables)
     if "learned" in tables:
-        result["paired"].update({f"learned-{b}": paired(tables, "learned", b) for b in tables if b != "learned"})
         if "oracle" in tables and any(h in tables for h in HEURISTICS):
             result["gap_closed"] = gap_closed(tables)
         if "oracle" in tables and any(h in tables for h in BUDGETED):
