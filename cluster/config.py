@@ -10,8 +10,9 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
-from inflvg.validate import at_least, boolean, number, positive_int
+from inflvg.validate import at_least, boolean, number, one_of, positive_int
 from learner.config import LearnerConfig
 from reward_actors.config import AlignmentConfig, ArtifactConfig, IdentityConfig, RewardConfig
 from rollout_workers.config import RolloutConfig
@@ -39,8 +40,14 @@ class ServiceConfig:
     """The reward actors (alignment, identity, artifacts) and how their scores combine."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     """The learner: policy architecture, optimiser, GRPO constants, DeepSpeed and its Ray resources."""
+    topology: Literal["separate", "hybrid"] = "separate"
+    """'separate': one learner actor; the rollouts travel to it with their candidate features and the new
+    weights are pushed back. 'hybrid': every rollout replica is also a DeepSpeed data-parallel learner
+    rank (``cluster/hybrid.py``): the features stay where they were made, only advantages travel,
+    gradients are all-reduced and nothing is broadcast; ``rollout.replicas`` ranks, each a whole
+    learner (``learner.*`` applies to every rank; ``learner_num_cpus`` and ``learner_resources`` do not)."""
     learner_num_cpus: float = 0.5
-    """CPUs Ray reserves for the learner actor."""
+    """CPUs Ray reserves for the learner actor ('separate')."""
     learner_resources: tuple[tuple[str, float], ...] = ()
     """Custom Ray resources the learner actor needs, e.g. (("learner_node", 1.0),) to place it on the nodes that
     offer them (``ray start --resources '{"learner_node": 1}'``); () places it anywhere."""
@@ -75,6 +82,13 @@ class ServiceConfig:
         at_least(self, "learner_max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
         number(self, "call_timeout_s", 1, fix="give the seconds a learner call may take, e.g. 1800")
         boolean(self, "rollout_parquet")
+        one_of(self, "topology", ("separate", "hybrid"))
+        if self.topology == "hybrid" and self.learner.zero_stage > 2:
+            raise ValueError("ServiceConfig.topology='hybrid' needs learner.zero_stage <= 2 (ZeRO-3 gathers the parameters "
+                             "in every forward, which the rollout policy does not); use --learner.zero-stage 2")  # fmt: skip
+        if self.topology == "hybrid" and self.rollout_parquet:
+            raise ValueError("ServiceConfig.rollout_parquet needs topology='separate': hybrid ranks keep the candidate "
+                             "features, so the driver holds no transitions to write")  # fmt: skip
         if self.prompts is not None and (not isinstance(self.prompts, str) or not Path(self.prompts).is_file()):
             raise ValueError(f"ServiceConfig.prompts must be the path of an existing prompt file (.jsonl), got {self.prompts!r}")
         if not all(isinstance(name, str) and isinstance(amount, (int, float)) and amount > 0 for name, amount in self.learner_resources):

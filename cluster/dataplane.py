@@ -41,11 +41,12 @@ from reward_actors.types import ScoreResult
 
 from .config import PRESETS
 from .dataplane_model import collated_bytes, model_rollouts, modelled_bytes, spec_generator, wire_bytes, zeros
+from .hybrid import light
 from .scoring import scene_batch
 
 Size = Callable[[object], int]
 CATEGORIES = ("requests", "rollouts_to_driver", "frames_to_rewards", "scores_to_driver", "rollouts_to_learner",
-              "weights_to_driver", "weights_to_workers")  # fmt: skip
+              "weights_to_driver", "weights_to_workers", "advantages_to_ranks", "gradients_allreduce")  # fmt: skip
 
 
 def chunks(n: int, replicas: int) -> list[tuple[int, int]]:
@@ -68,15 +69,31 @@ def scene_batch_bytes(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet]
     return sum(size(scene_batch([r], prompt_sets, rollouts)) for r in rollouts)
 
 
+def advantage_bytes(rollouts: list[Rollout], bounds: list[tuple[int, int]]) -> int:
+    """What a hybrid driver sends the ranks after credit: each rank's (group, rollout, scene) keys, advantages
+    and the counts (``HybridGroup.update``), counted for every transition (dropped ones are not sent: an upper bound)."""
+    out = 0
+    for a, b in bounds:
+        keys = [(r.group_id, r.rollout_index, t.scene) for r in rollouts if a <= r.group_id < b for t in r.transitions]
+        out += wire_bytes((keys, [0.5] * len(keys), tuple(range(len(bounds)))))
+    return out
+
+
 def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str], rollout_replicas: int,
-               size: Size = wire_bytes) -> dict[str, int]:  # fmt: skip
+               size: Size = wire_bytes, topology: str = "separate", optimizer_steps: int = 0) -> dict[str, int]:  # fmt: skip
     """Bytes per category of one step whose scored rollouts are ``rollouts``; ``size`` serializes
-    (``wire_bytes``, a real step) or models (``modelled_bytes``, records of zero-stride views)."""
+    (``wire_bytes``, a real step) or models (``modelled_bytes``, records of zero-stride views).
+
+    'separate': the rollouts go to the driver and again to the learner, the weights come back.
+    'hybrid': the ranks return ``light`` rollouts (no features), get keys and advantages, and
+    all-reduce the gradient of each of ``optimizer_steps`` steps (a ring: 2 (W - 1) gradients in all)."""
     sets = {ps.id: ps for ps in prompt_sets}
     groups = _by_set(rollouts)
     bounds = chunks(len(groups), rollout_replicas)
     order = sorted(groups)
-    returned = [[replace(r, scores={}) for g in order[a:b] for r in groups[g]] for a, b in bounds]  # as the workers return them
+    hybrid = topology == "hybrid"
+    as_sent = light if hybrid else (lambda r: r)
+    returned = [[replace(as_sent(r), scores={}) for g in order[a:b] for r in groups[g]] for a, b in bounds]  # as the workers return them
     n_scenes = sum(len(r.prompts) for r in rollouts)
     result = ScoreResult(np.zeros(n_scenes), np.ones(n_scenes, bool), [None] * n_scenes, "model", "0" * 16)
     weight_bytes = wire_bytes((1, weights))
@@ -85,20 +102,23 @@ def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: d
         "rollouts_to_driver": sum(size(chunk) for chunk in returned),
         "frames_to_rewards": len(families) * scene_batch_bytes(rollouts, sets, size),
         "scores_to_driver": len(families) * wire_bytes(result),
-        "rollouts_to_learner": size(rollouts),
-        "weights_to_driver": weight_bytes,
-        "weights_to_workers": rollout_replicas * wire_bytes(weights),
+        "rollouts_to_learner": 0 if hybrid else size(rollouts),
+        "weights_to_driver": 0 if hybrid else weight_bytes,
+        "weights_to_workers": 0 if hybrid else rollout_replicas * wire_bytes(weights),
+        "advantages_to_ranks": advantage_bytes(rollouts, bounds) if hybrid else 0,
+        "gradients_allreduce": 2 * (len(bounds) - 1) * sum(v.nbytes for v in weights.values()) * optimizer_steps if hybrid else 0,
     }
     out["step"] = sum(out[c] for c in CATEGORIES)
     return out
 
 
 def measure_step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str],
-                       rollout_replicas: int) -> dict[str, float]:  # fmt: skip
+                       rollout_replicas: int, topology: str = "separate", optimizer_steps: int = 0) -> dict[str, float]:  # fmt: skip
     """The driver's hook: serialized bytes of a real step by category -> {'bytes_<category>': ..., 'bytes_step': ...}
     for ``Tracker.log_step``. Call it in ``train_step`` after scoring (``rollouts`` scored, ``weights`` the
-    state_dict just pushed)."""
-    return {f"bytes_{k}": float(v) for k, v in step_bytes(rollouts, prompt_sets, weights, families, rollout_replicas).items()}
+    state_dict just pushed, or the learner's weights for a hybrid step, which pushes none)."""
+    sizes = step_bytes(rollouts, prompt_sets, weights, families, rollout_replicas, topology=topology, optimizer_steps=optimizer_steps)
+    return {f"bytes_{k}": float(v) for k, v in sizes.items()}
 
 
 def peak_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], families: dict[str, int], rollout_replicas: int,

@@ -13,6 +13,7 @@ once with the results of an undisturbed run; the step log and the restart counte
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,20 +43,24 @@ class FaultInjector:
     """``with injector.during(role, step):`` around a phase kills that role's actor mid-phase
     if a fault is planned there; ``killed`` lists (role, step) of the kills that happened."""
 
-    def __init__(self, faults: tuple[Fault, ...], handles: dict[str, Any]):
-        """``handles``: role -> the Ray actor handle to kill (ray's stubs type a handle as ``ActorHandle[C] | type[C]``)."""
-        self.faults, self.handles = set(faults), handles
+    def __init__(self, faults: tuple[Fault, ...], targets: Callable[[], dict[str, Any]]):
+        """``targets()``: role -> the Ray actor handle to kill now (ray's stubs type a handle as ``ActorHandle[C] | type[C]``),
+        asked at each kill: a restarted hybrid world has new actors."""
+        self.faults, self.targets = set(faults), targets
         self.killed: list[tuple[str, int]] = []
 
     @classmethod
     def for_roles(cls, faults: tuple[Fault, ...], roles) -> FaultInjector:
         """Aimed at the first rollout replica, the first identity replica (the slowest scorer, else
-        the first family's) and the learner of ``roles`` (a ``cluster.roles.Roles``)."""
-        target = roles.rewards.get("identity") or next(iter(roles.rewards.values()))
-        handles = {"rollout": roles.rollouts.handles[0], "reward": target.handles[0], "learner": roles.learner}
-        if "artifacts" in roles.rewards:
-            handles["scorer"] = roles.rewards["artifacts"].handles[0]
-        return cls(faults, handles)
+        the first family's) and the learner of ``roles`` (a ``cluster.roles.Roles``; hybrid: rank 0 for both)."""
+        def targets() -> dict[str, Any]:
+            scorer = roles.rewards.get("identity") or next(iter(roles.rewards.values()))
+            handles = {**roles.fault_targets(), "reward": scorer.handles[0]}
+            if "artifacts" in roles.rewards:
+                handles["scorer"] = roles.rewards["artifacts"].handles[0]
+            return handles
+
+        return cls(faults, targets)
 
     @contextmanager
     def during(self, role: str, step: int):
@@ -74,9 +79,9 @@ class FaultInjector:
         import ray
 
         if role == "scorer":  # not a kill: the model starts raising on some scenes
-            ray.get(self.handles[role].fail_scenes.remote(SCORER_FAILURES))
+            ray.get(self.targets()[role].fail_scenes.remote(SCORER_FAILURES))
             print(f"fault injected: the artifacts scorer raises on {SCORER_FAILURES:.0%} of scenes from step {step}", flush=True)
         else:
-            ray.kill(self.handles[role], no_restart=False)
+            ray.kill(self.targets()[role], no_restart=False)
             print(f"fault injected: killed the {role} actor during step {step}", flush=True)
         self.killed.append((role, step))

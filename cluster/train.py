@@ -19,7 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated
 
 from inflvg import cli
 from inflvg.policy import SelectionPolicy, save_policy
@@ -34,7 +34,7 @@ from .dataplane import measure_step_bytes
 from .faults import FaultInjector, parse_faults
 from .local_ray import secure_ray_env
 from .overrides import apply_overrides
-from .recovery import LearnerLost, learner_get, wait_for_learner
+from .recovery import LearnerLost
 from .roles import Roles, start_roles
 from .sampler import PromptSampler
 from .scoring import score_rollouts
@@ -47,7 +47,6 @@ def step_seeds(seed: int, step: int) -> tuple[int, int]:
 
 
 def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, faults: FaultInjector) -> tuple[dict, list]:
-    import ray
 
     timings, t = {}, time.perf_counter()
     prompt_sets = sampler.next(cfg.prompt_sets_per_step)
@@ -60,13 +59,13 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
                                 cfg.rewards.normalise_components)  # fmt: skip
     timings["time_reward"], t = time.perf_counter() - t, time.perf_counter()
     with faults.during("learner", step):
-        learned = cast("dict[str, float]", learner_get(roles.learner.update.remote(rollouts), f"step {step}'s update", cfg.call_timeout_s))
+        learned = roles.update(rollouts, f"step {step}'s update")
         timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
-        version, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
-    roles.rollouts.sync(version, ray.put(weights))
+        weights = roles.push() or roles.weights()[1]  # hybrid ranks act with their new weights already: none pushed
     timings["time_sync"] = time.perf_counter() - t
-    sizes = measure_step_bytes(rollouts, prompt_sets, weights, list(roles.rewards), len(roles.rollouts.handles))  # bytes_* by category
-    return {**reward, **learned, **timings, **sizes, "version": version}, rollouts
+    sizes = measure_step_bytes(rollouts, prompt_sets, weights, list(roles.rewards), len(roles.rollouts.handles), cfg.topology,
+                               int(learned["optimizer_steps"]))  # bytes_* by category  # fmt: skip
+    return {**reward, **learned, **timings, **sizes, "version": int(learned["version"])}, rollouts
 
 
 def save_rollouts(rollouts: list[Rollout], store: Storage, step: int) -> str:
@@ -133,8 +132,7 @@ def train_loop(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
             # after the log line: a crash in between reruns the step from the previous checkpoint, and
             # resuming drops log lines from the checkpoint's step on, so each step is logged once
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-                saving = roles.learner.save_checkpoint.remote(checkpoints, driver_state(step + 1, sampler))
-                check_visible(learner_get(saving, "save_checkpoint", cfg.call_timeout_s), checkpoints)
+                check_visible(roles.save_checkpoint(checkpoints, driver_state(step + 1, sampler)), checkpoints)
                 prune_checkpoints(checkpoints, cfg.keep_checkpoints)
             step += 1
         except LearnerLost as lost:
@@ -215,22 +213,18 @@ class StepLog:
         self.store.write_bytes("".join(line + "\n" for line in self.lines).encode(), "steps.jsonl")
 
 
-def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, resume: str, rollback: bool = False) -> int:
+def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, resume: str) -> int:
     """-> the first step to run. 'auto': the latest checkpoint if there is one; 'none': start over;
-    else a checkpoint (or checkpoint root) by path or URI. ``rollback``: the rollout workers hold
-    newer weights than the checkpoint's (a restarted learner) and take the older ones."""
-    import ray
-
+    else a checkpoint (or checkpoint root) by path or URI. The rollout replicas take the
+    checkpoint's weights even when they hold newer ones (a learner restarted mid-run)."""
     if resume == "none":
         return 0
     path = latest_checkpoint(checkpoints) if resume == "auto" else resume
     if path is None:
         return 0
-    version = cast(int, learner_get(roles.learner.load_checkpoint.remote(path), f"load_checkpoint({path})", cfg.call_timeout_s))
+    version = roles.load_checkpoint(path)  # the rollout replicas take its weights, older ones included
     state = load_driver_state(path)
     sampler.restore(state["sampler"])
-    _, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
-    roles.rollouts.sync(version, ray.put(weights), rollback)
     print(f"resumed from {path} at step {state['step']} (policy version {version})", flush=True)
     return int(state["step"])
 
@@ -238,19 +232,18 @@ def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoint
 def resume_after_loss(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, lost: LearnerLost) -> int:
     """Wait for Ray to restart the learner, restore the last checkpoint (or the start, if there is
     none yet) and push its weights to the rollout workers -> the step to run next."""
-    print(f"{lost}; resuming from the last checkpoint once Ray has restarted it", flush=True)
-    wait_for_learner(roles.learner, cfg.call_timeout_s)
-    step = restore(cfg, roles, sampler, checkpoints, "auto", rollback=True)
+    print(f"{lost}; resuming from the last checkpoint once the learner is back", flush=True)
+    roles.recover()
+    step = restore(cfg, roles, sampler, checkpoints, "auto")
     if step == 0:  # no checkpoint yet: the restarted learner holds its seeded initial weights
         sampler.position = 0
-        version, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
-        roles.rollouts.sync(version, weights, rollback=True)
+        roles.push(rollback=True)
     return step
 
 
 def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path, store: Storage) -> Path:
     """The trained policy as ``run_dir/policy.pt``, copied to ``<storage>/<run>/policy.pt`` when that is elsewhere."""
-    _, weights = learner_get(roles.learner.weights.remote(), "weights", cfg.call_timeout_s)
+    _, weights = roles.weights()
     policy = SelectionPolicy(cfg.learner.policy)
     policy.load_state_dict(weights)
     path = run_dir / "policy.pt"

@@ -21,7 +21,7 @@ import torch
 
 from .grpo import SCALES, advantage_stats, credit_transitions, grpo_loss, kl_k3, per_transition_credit, stack_scene_rewards
 from .policy import plackett_luce_entropy, plackett_luce_log_prob
-from .rollout import Rollout, TransitionBatch, collate_transitions, group_rollouts
+from .rollout import Rollout, Transition, TransitionBatch, collate_transitions, group_rollouts
 from .validate import at_least, number, one_of
 
 Logits = Callable[[TransitionBatch], torch.Tensor]
@@ -101,13 +101,32 @@ def minibatch_loss(logits: Logits, mb: TransitionBatch, advantages: torch.Tensor
     return loss, stats
 
 
-def grpo_update(rollouts: list[Rollout], logits: Logits, step: Callable[[torch.Tensor], float], cfg: UpdateConfig,
-                version: int, device: torch.device | str, reference: Logits | None = None) -> dict[str, float]:  # fmt: skip
-    """One GRPO update on complete groups of rollouts -> metrics (``optimizer_steps`` 0: no step).
+@dataclass
+class Shard:
+    """One data-parallel rank's share of a GRPO update: its own used transitions (their features
+    never leave the process that made them) and how many every rank holds, so that each rank can
+    cut the same global minibatches and take its part of each."""
 
-    Per-transition credit: A[p, g, s] normalised across the G rollouts of prompt set p at scene
-    s (``inflvg.grpo.credit_transitions``). Transitions without signal (masked reward,
-    zero-variance group) are dropped; with none left, no step is taken."""
+    transitions: list[Transition]  # M_r used transitions of this rank, in global order
+    advantages: torch.Tensor  # (M_r,) float32, from the driver's credit over every rank's rollouts
+    counts: tuple[int, ...]  # used transitions on every rank, rank order (sum M: the global batch)
+    rank: int = 0  # this rank's position in ``counts``
+
+    def __post_init__(self) -> None:
+        if len(self.transitions) != len(self.advantages):
+            raise ValueError(f"Shard: {len(self.transitions)} transitions but {len(self.advantages)} advantages")
+        if not 0 <= self.rank < len(self.counts) or self.counts[self.rank] != len(self.transitions):
+            raise ValueError(f"Shard: rank {self.rank} must index counts {self.counts}, and its entry must equal "
+                             f"its {len(self.transitions)} transitions")  # fmt: skip
+
+
+def credit(rollouts: list[Rollout], cfg: UpdateConfig) -> tuple[list[Transition], torch.Tensor, dict[str, float]]:
+    """Per-transition credit over complete groups -> (used transitions, their advantages (M,), metrics).
+
+    A[p, g, s] normalised across the G rollouts of prompt set p at scene s
+    (``inflvg.grpo.credit_transitions``). Transitions without signal (masked reward,
+    zero-variance group) are dropped. Credit reads only rewards and the transitions' scenes: the
+    driver of a hybrid run computes it on rollouts whose features stayed on their ranks."""
     if not rollouts:
         raise ValueError("a GRPO update needs rollouts: at least one complete group")
     groups = group_rollouts(rollouts)
@@ -120,13 +139,44 @@ def grpo_update(rollouts: list[Rollout], logits: Logits, step: Callable[[torch.T
         advantage_mean=float(adv.mean()) if used else 0.0, advantage_std=float(adv.std(unbiased=False)) if used else 0.0,
         optimizer_steps=0.0,
     )  # fmt: skip
+    return used, adv, metrics
+
+
+def grpo_update(rollouts: list[Rollout], logits: Logits, step: Callable[[torch.Tensor], float], cfg: UpdateConfig,
+                version: int, device: torch.device | str, reference: Logits | None = None) -> dict[str, float]:  # fmt: skip
+    """One GRPO update on complete groups of rollouts -> metrics (``optimizer_steps`` 0: no step):
+    ``credit``, then ``shard_update`` as the only rank; with no transition left, no step is taken."""
+    used, adv, metrics = credit(rollouts, cfg)
     if not used:
         return metrics
-    batch, sums, steps = collate_transitions(used), defaultdict(float), 0
-    for idx in minibatch_order(len(used), cfg, version):
-        loss, stats = minibatch_loss(logits, take(batch, idx, device), adv[idx].to(device), cfg, reference)
-        stats["grad_norm"] = step(loss)
+    return metrics | shard_update(Shard(used, adv, (len(used),)), logits, step, cfg, version, device, reference)
+
+
+def shard_update(shard: Shard, logits: Logits, step: Callable[[torch.Tensor], float], cfg: UpdateConfig, version: int,
+                 device: torch.device | str, reference: Logits | None = None,
+                 zero_loss: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:  # fmt: skip
+    """This rank's part of every minibatch step -> metrics averaged over the steps it took part in.
+
+    The minibatches are those of one process holding all M = sum(counts) transitions (rank r's
+    are positions offset_r .. offset_r + M_r - 1 of the global order). Rank r's loss on its m_r of
+    a minibatch's m transitions is its mean times m_r * W / m: averaged over the W ranks, as the
+    data-parallel all-reduce does, the gradient is that of the mean over all m. A rank with none
+    of a minibatch steps on ``zero_loss()`` (0 times the parameters), so every rank takes part in
+    every all-reduce. One rank (W = 1) is exactly the single-process update."""
+    world, offset = len(shard.counts), sum(shard.counts[: shard.rank])
+    batch = collate_transitions(shard.transitions) if shard.transitions else None
+    sums, taken, steps = defaultdict(float), 0, 0
+    for idx in minibatch_order(sum(shard.counts), cfg, version):
+        mine = idx[(idx >= offset) & (idx < offset + len(shard.transitions))] - offset
+        steps += 1
+        if batch is None or not len(mine):
+            if zero_loss is None:
+                raise ValueError("shard_update: a rank with no transitions in a minibatch needs zero_loss")
+            step(zero_loss())
+            continue
+        loss, stats = minibatch_loss(logits, take(batch, mine, device), shard.advantages[mine].to(device), cfg, reference)
+        stats["grad_norm"] = step(loss * (len(mine) * world / len(idx)))
         for key, value in stats.items():
             sums[key] += value
-        steps += 1
-    return metrics | {key: value / steps for key, value in sums.items()} | {"optimizer_steps": float(steps)}
+        taken += 1
+    return {key: value / max(taken, 1) for key, value in sums.items()} | {"optimizer_steps": float(steps)}

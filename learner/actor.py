@@ -20,16 +20,16 @@ import shutil
 import socket
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 
 from inflvg.policy import SelectionPolicy
 from inflvg.rollout import Rollout, TransitionBatch
 from inflvg.storage import Storage, write_atomic
-from inflvg.update import grpo_update
+from inflvg.update import Shard, grpo_update, shard_update
 
 from . import checkpoint as ckpt
 from .config import LearnerConfig
@@ -143,13 +143,66 @@ class Learner:
         each step; with no transition left to learn from, no step is taken and the version
         stays. With several ranks, each must get a share giving the same number of steps."""
         t0 = time.perf_counter()
-        ref = self.reference
-        reference = None if ref is None else (lambda mb: self._logits(ref, mb))
         metrics = grpo_update(rollouts, lambda mb: self._logits(self.engine, mb), self._step, self.cfg.update,
-                              self.version, self.device, reference)  # fmt: skip
+                              self.version, self.device, self._reference_logits())  # fmt: skip
         if metrics["optimizer_steps"]:
             self.version += 1
         return metrics | {"version": self.version, "seconds": time.perf_counter() - t0}
+
+    def update_shard(self, shard: Shard) -> dict[str, float]:
+        """This rank's part of one GRPO update whose credit the driver computed (``inflvg.update.Shard``):
+        every rank of the world calls it at once with its own shard, DeepSpeed all-reduces the
+        gradients, and every rank ends with the same new weights -> this rank's metrics."""
+        t0 = time.perf_counter()
+        metrics = shard_update(shard, lambda mb: self._logits(self.engine, mb), self._step, self.cfg.update, self.version,
+                               self.device, self._reference_logits(), self._zero_loss)  # fmt: skip
+        if metrics["optimizer_steps"]:
+            self.version += 1
+        return metrics | {"version": self.version, "seconds": time.perf_counter() - t0}
+
+    def gradients(self, shard: Shard) -> dict[str, torch.Tensor]:
+        """The all-reduced gradient of the first minibatch of ``shard``'s update at the current
+        weights, name -> full fp32 CPU tensor (gathered from the ZeRO partitions), without stepping:
+        what every rank contributes to, for checking that W ranks compute what one rank does.
+        Every rank calls it at once. The gradients are cleared afterwards."""
+        from deepspeed.utils import safe_get_full_grad
+
+        grads: dict[str, torch.Tensor] = {}
+
+        def backward_only(loss: torch.Tensor) -> float:
+            if grads:
+                return float("nan")
+            self.engine.backward(loss)
+            for name, p in self._module.named_parameters():
+                full = safe_get_full_grad(p)
+                full = p.grad if full is None else full
+                grads[name] = torch.zeros_like(p) if full is None else full.detach().float().cpu().clone()
+            self.engine.zero_grad()
+            opt = cast(Any, self.engine.optimizer)
+            if hasattr(opt, "averaged_gradients"):  # ZeRO 1/2 hold the reduced partitions here until a step
+                opt.averaged_gradients = {}
+            return float("nan")
+
+        shard_update(shard, lambda mb: self._logits(self.engine, mb), backward_only, replace(self.cfg.update, epochs=1),
+                     self.version, self.device, self._reference_logits(), self._zero_loss)  # fmt: skip
+        return grads
+
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state this rank holds: AdamW's moments and, under ZeRO, the fp32 master
+        partition (ZeRO 1/2 shard both over the ranks; ZeRO-0 holds them whole)."""
+        opt = cast(Any, self.engine.optimizer)
+        inner = getattr(opt, "optimizer", opt)
+        tensors = [t for state in inner.state.values() for t in state.values() if torch.is_tensor(t) and t.dim() > 0]
+        tensors += list(getattr(opt, "single_partition_of_fp32_groups", []))
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def _reference_logits(self):
+        ref = self.reference
+        return None if ref is None else (lambda mb: self._logits(ref, mb))
+
+    def _zero_loss(self) -> torch.Tensor:
+        """0 times every parameter: a rank with no transitions in a minibatch still joins its all-reduce."""
+        return sum((p.float().sum() * 0.0 for p in self._module.parameters()), torch.zeros((), device=self.device))
 
     def _step(self, loss: torch.Tensor) -> float:
         """Backward, clip and step through DeepSpeed -> the pre-clip gradient norm."""

@@ -109,6 +109,24 @@ def test_actors_killed_mid_step_lose_and_double_nothing(ray_head, reference, tmp
     assert diff == 0.0  # re-issued work gives the same rollouts and scores, so the same updates
 
 
+def test_two_hybrid_ranks_train_as_the_one_learner_did_through_kills(ray_head, reference, tmp_path):
+    """Two rollout replicas that are DeepSpeed ranks over gloo, through `ray job submit`: rank 0 killed while
+    rolling out and again while learning, each time a new world resumes from the checkpoint both ranks wrote."""
+    address, env = ray_head
+    done = submit(address, env, "--output-root", str(tmp_path), "--topology", "hybrid", "--rollout.replicas", "2",
+                  "--faults", "rollout@1,learner@2")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("resumed from") == 2 and "killed the learner actor during step 2" in done.stdout
+    run = tmp_path / "debug"
+    assert logged_steps(run) == [0, 1, 2]
+    diff = max_weight_difference(run / "policy.pt", reference[0] / "policy.pt")
+    print(f"max |weights of 2 hybrid ranks - the one learner's| after two kills: {diff:.3g}")
+    assert diff <= 1e-5  # the same updates, gradients summed in another order
+    db = sqlite3.connect(run.parent / "mlflow.db")
+    moved = dict(db.execute("select key, max(value) from metrics where key like 'bytes_%' group by key").fetchall())
+    assert moved["bytes_rollouts_to_learner"] == moved["bytes_weights_to_workers"] == 0 and moved["bytes_gradients_allreduce"] > 0
+
+
 def test_a_killed_driver_resumes_to_the_weights_of_an_undisturbed_run(ray_head, reference, tmp_path):
     """Through a storage URI (pyarrow.fs, as s3:// would be): checkpoints, steps.jsonl and policy.pt
     go there, and the local run folder holds none of them."""

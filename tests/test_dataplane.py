@@ -80,8 +80,22 @@ def test_the_driver_hook_returns_bytes_metrics(step):
     rollouts, prompt_sets, weights = step
     metrics = measure_step_bytes(rollouts, prompt_sets, weights, FAMILIES, REPLICAS)
     assert set(metrics) == {f"bytes_{c}" for c in (*CATEGORIES, "step")}
-    assert all(isinstance(v, float) and v > 0 for v in metrics.values())
+    hybrid_only = {"bytes_advantages_to_ranks", "bytes_gradients_allreduce"}
+    assert all(isinstance(v, float) and (v > 0) == (k not in hybrid_only) for k, v in metrics.items())
     assert metrics["bytes_step"] == sum(metrics[f"bytes_{c}"] for c in CATEGORIES)
+
+
+def test_a_hybrid_step_moves_no_features_and_no_weights(step):
+    rollouts, prompt_sets, weights = step
+    separate = step_bytes(rollouts, prompt_sets, weights, FAMILIES, REPLICAS)
+    hybrid = step_bytes(rollouts, prompt_sets, weights, FAMILIES, REPLICAS, topology="hybrid", optimizer_steps=3)
+    features = sum(t.features.nbytes + t.prompt_tokens.nbytes for r in rollouts for t in r.transitions)
+    assert separate["rollouts_to_driver"] - hybrid["rollouts_to_driver"] > 0.99 * features
+    assert hybrid["rollouts_to_learner"] == hybrid["weights_to_driver"] == hybrid["weights_to_workers"] == 0
+    assert hybrid["gradients_allreduce"] == 2 * (REPLICAS - 1) * 3 * sum(v.nbytes for v in weights.values())
+    transitions = sum(len(r.transitions) for r in rollouts)
+    assert 0 < hybrid["advantages_to_ranks"] < 100 * transitions
+    assert hybrid["frames_to_rewards"] == separate["frames_to_rewards"]
 
 
 def test_the_cli_writes_json_and_a_table(tmp_path, capsys):

@@ -108,6 +108,40 @@ def _without_key_bias(w: dict) -> dict:
     return {**w, "cross.in_proj_bias": torch.cat([w["cross.in_proj_bias"][:d], w["cross.in_proj_bias"][2 * d :]])}
 
 
+def test_shards_average_to_the_gradients_of_one_process():
+    """``shard_update`` on W ranks, the all-reduce done by hand (a mean over ranks): the gradient of every
+    minibatch step equals the one-process update's, a rank with none of a minibatch included."""
+    from inflvg.update import Shard, UpdateConfig, credit, shard_update
+
+    torch.manual_seed(0)
+    policy = SelectionPolicy(POLICY)
+    rollouts = make_rollouts(policy.state_dict(), seed=5, n_sets=3)
+    cfg = UpdateConfig(epochs=2, minibatch_size=5, seed=1)
+    used, adv, _ = credit(rollouts, cfg)
+    logits = lambda mb: policy(mb.features, mb.prompt_tokens, mb.prompt_mask, mb.valid)  # noqa: E731
+    zero = lambda: sum(p.sum() * 0.0 for p in policy.parameters())  # noqa: E731
+
+    def grads_of(shard: Shard) -> list[list[torch.Tensor]]:
+        out = []
+
+        def step(loss: torch.Tensor) -> float:
+            policy.zero_grad()
+            loss.backward()
+            out.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in policy.parameters()])
+            return 0.0
+
+        shard_update(shard, logits, step, cfg, version=0, device="cpu", zero_loss=zero)
+        return out
+
+    whole = grads_of(Shard(used, adv, (len(used),)))
+    counts = (len(used) - 1, 1)  # rank 1 holds one transition: most minibatches have none of it
+    ranks = [grads_of(Shard(used[:-1], adv[:-1], counts, 0)), grads_of(Shard(used[-1:], adv[-1:], counts, 1))]
+    assert len(whole) == len(ranks[0]) == len(ranks[1]) == 2 * math.ceil(len(used) / 5)
+    for step, expected in enumerate(whole):
+        for p, (g0, g1) in enumerate(zip(ranks[0][step], ranks[1][step], strict=True)):
+            assert torch.allclose((g0 + g1) / 2, expected[p], atol=1e-6), f"step {step}, parameter {p}"
+
+
 @pytest.mark.parametrize("zero_stage", [0, 1])
 def test_refinement_takes_the_learners_update(zero_stage):
     """Test-time refinement (torch AdamW) and the DeepSpeed learner: the same update on the same
