@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -37,14 +37,17 @@ from inflvg.prompts import PromptSet
 from inflvg.protocol import BACKENDS
 from inflvg.rollout import Rollout
 from inflvg.validate import positive_int
+from inflvg.video import short_side_shape
+from reward_actors.history import frames_read
 from reward_actors.types import ScoreResult
 
 from .config import PRESETS
-from .dataplane_model import collated_bytes, model_rollouts, modelled_bytes, spec_generator, wire_bytes, zeros
+from .dataplane_model import collated_bytes, model_rollouts, modelled_bytes, spec_generator, wire_bytes
 from .hybrid import light
 from .scoring import scene_batch
 
 Size = Callable[[object], int]
+Families = dict[str, Any]  # reward family -> its config (``RewardConfig.alignment`` ...): what it reads, its replicas
 CATEGORIES = ("requests", "rollouts_to_driver", "frames_to_rewards", "scores_to_driver", "rollouts_to_learner",
               "weights_to_driver", "weights_to_workers", "advantages_to_ranks", "gradients_allreduce")  # fmt: skip
 
@@ -63,10 +66,15 @@ def _by_set(rollouts: list[Rollout]) -> dict[int, list[Rollout]]:
     return out
 
 
-def scene_batch_bytes(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], size: Size) -> int:
-    """Bytes of the scene batch one reward family receives (frames and history of every scene), built by
-    ``scoring.scene_batch`` one rollout at a time (its history is a copy: at scale, all at once is GBs)."""
-    return sum(size(scene_batch([r], prompt_sets, rollouts)) for r in rollouts)
+def scene_batch_bytes(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], size: Size, family: str, cfg: Any) -> int:
+    """Bytes of the scene batch ``family`` receives: the frames of every scene and of its history that the
+    family reads (``frames_read``), built by ``scoring.scene_batch`` one rollout at a time (its history
+    is a copy: at scale, all at once is GBs)."""
+    return sum(size(frames_read(family, cfg, scene_batch([r], prompt_sets, rollouts))) for r in rollouts)
+
+
+def family_batches(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], families: Families, size: Size) -> dict[str, int]:
+    return {fam: scene_batch_bytes(rollouts, prompt_sets, size, fam, cfg) for fam, cfg in families.items()}
 
 
 def advantage_bytes(rollouts: list[Rollout], bounds: list[tuple[int, int]]) -> int:
@@ -79,7 +87,7 @@ def advantage_bytes(rollouts: list[Rollout], bounds: list[tuple[int, int]]) -> i
     return out
 
 
-def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str], rollout_replicas: int,
+def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: Families, rollout_replicas: int,
                size: Size = wire_bytes, topology: str = "separate", optimizer_steps: int = 0) -> dict[str, int]:  # fmt: skip
     """Bytes per category of one step whose scored rollouts are ``rollouts``; ``size`` serializes
     (``wire_bytes``, a real step) or models (``modelled_bytes``, records of zero-stride views).
@@ -100,7 +108,7 @@ def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: d
     out = {
         "requests": sum(wire_bytes(prompt_sets[a:b]) for a, b in bounds),
         "rollouts_to_driver": sum(size(chunk) for chunk in returned),
-        "frames_to_rewards": len(families) * scene_batch_bytes(rollouts, sets, size),
+        "frames_to_rewards": sum(family_batches(rollouts, sets, families, size).values()),
         "scores_to_driver": len(families) * wire_bytes(result),
         "rollouts_to_learner": 0 if hybrid else size(rollouts),
         "weights_to_driver": 0 if hybrid else weight_bytes,
@@ -112,7 +120,7 @@ def step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: d
     return out
 
 
-def measure_step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: list[str],
+def measure_step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], weights: dict, families: Families,
                        rollout_replicas: int, topology: str = "separate", optimizer_steps: int = 0) -> dict[str, float]:  # fmt: skip
     """The driver's hook: serialized bytes of a real step by category -> {'bytes_<category>': ..., 'bytes_step': ...}
     for ``Tracker.log_step``. Call it in ``train_step`` after scoring (``rollouts`` scored, ``weights`` the
@@ -121,42 +129,51 @@ def measure_step_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], we
     return {f"bytes_{k}": float(v) for k, v in sizes.items()}
 
 
-def peak_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], families: dict[str, int], rollout_replicas: int,
-               size: Size = modelled_bytes) -> dict[str, int]:  # fmt: skip
+def largest_minibatch(rollouts: list[Rollout], m: int) -> int:
+    """Bytes of the padded ``TransitionBatch`` of the ``m`` largest transitions of ``rollouts``: the most
+    one minibatch step collates (``inflvg.update.shard_update`` pads one minibatch at a time)."""
+    transitions = sorted((t for r in rollouts for t in r.transitions), key=lambda t: -t.features.shape[0])[:m]
+    return collated_bytes([replace(rollouts[0], transitions=transitions)]) if transitions else 0
+
+
+def peak_bytes(rollouts: list[Rollout], prompt_sets: list[PromptSet], families: Families, rollout_replicas: int,
+               size: Size = modelled_bytes, topology: str = "separate", minibatch_size: int = 64) -> dict[str, int]:  # fmt: skip
     """Step data each process holds at its peak (host memory and its node's object store):
 
-    - rollout_worker: its chunk's records, and their serialized copy in the object store as it returns them;
-    - driver: all rollouts (``ray.get`` maps the numpy buffers of the object store) and then either one
-      family's scene batch (families are scored one after the other) or the serialized learner argument;
-    - reward_actor: the largest chunk of one family's scene batch (families: name -> replicas);
-    - learner: the rollouts it is passed and the padded ``TransitionBatch`` of all their transitions."""
+    - rollout_worker: its chunk's records and their serialized copy in the object store as it returns
+      them ('hybrid': the light copy), and a hybrid rank's share of one padded minibatch when it learns;
+    - driver: all rollouts as returned (``ray.get`` maps the numpy buffers of the object store) and then
+      either the largest family's scene batch (families are scored one after the other) or the
+      serialized learner argument ('separate');
+    - reward_actor: the largest chunk of one family's scene batch (over that family's replicas);
+    - learner ('separate'): the rollouts it is passed and one padded minibatch."""
     sets = {ps.id: ps for ps in prompt_sets}
     groups = _by_set(rollouts)
     order = sorted(groups)
-    chunk = max(size([r for g in order[a:b] for r in groups[g]]) for a, b in chunks(len(groups), rollout_replicas))
+    mine = [[r for g in order[a:b] for r in groups[g]] for a, b in chunks(len(groups), rollout_replicas)]
+    batches = family_batches(rollouts, sets, families, size)
+    scoring = max(batches.values(), default=0)
+    actor = max((-(-batches[f] // cfg.replicas) for f, cfg in families.items()), default=0)
+    if topology == "hybrid":
+        share = -(-minibatch_size // len(mine))
+        rank = max(size(c) + size([light(r) for r in c]) + largest_minibatch(c, share) for c in mine)
+        return {"rollout_worker": rank, "driver": size([light(r) for r in rollouts]) + scoring, "reward_actor": actor}
     held = size(rollouts)
-    batch = scene_batch_bytes(rollouts, sets, size)
     return {
-        "rollout_worker": 2 * chunk,
-        "driver": held + max(batch, held),
-        "reward_actor": -(-batch // min(families.values())) if families else 0,
-        "learner": held + collated_bytes(rollouts),
+        "rollout_worker": max(2 * size(c) for c in mine),
+        "driver": held + max(scoring, held),
+        "reward_actor": actor,
+        "learner": held + largest_minibatch(rollouts, minibatch_size),
     }
 
 
-def alternatives(rollouts: list[Rollout], built: dict[str, int], size: Size = modelled_bytes) -> dict[str, dict[str, int]]:
-    """Bytes per step of two other designs, from the same records: the workers send transitions straight
-    to the learner (the driver gets rollouts without them, once), and that with 2-byte (bf16) features."""
-    lean = [replace(r, transitions=[]) for r in rollouts]
-    transitions = [t for r in rollouts for t in r.transitions]
-    half = [replace(t, features=zeros(t.features.shape, np.float16)) for t in transitions]
-    lean_bytes = size(lean)
-    out = {}
-    for name, sent in (("direct_to_learner", transitions), ("direct_to_learner_bf16", half)):
-        moved = {"rollouts_to_driver": lean_bytes, "transitions_to_learner": size(sent), "rollouts_to_learner": 0}
-        total = built["step"] - built["rollouts_to_driver"] - built["rollouts_to_learner"] + sum(moved.values())
-        out[name] = {**moved, "step": total}
-    return out
+def alternatives(build: Callable[[str, tuple[int, int]], dict[str, int]], built: str, full: tuple[int, int],
+                 sent: tuple[int, int]) -> dict[str, dict[str, int]]:  # fmt: skip
+    """Bytes per step of the other designs, by category: the other learner placement, and both with frames
+    at the generator's full size (``build(topology, frame shape)`` models one)."""
+    other = "separate" if built == "hybrid" else "hybrid"
+    designs = {other: (other, sent)} | ({f"{built}_full_frames": (built, full), f"{other}_full_frames": (other, full)} if full != sent else {})
+    return {name: build(topology, shape) for name, (topology, shape) in designs.items()}
 
 
 @dataclass(frozen=True)
@@ -178,7 +195,12 @@ class DataplaneArgs:
     preset: Annotated[str, cli.choice(PRESETS)] = "gpu"
     """The training preset (cluster/config.py) whose reward families, replicas, cast size and policy are used."""
     rollout_replicas: int | None = None
-    """Rollout replicas; None: the preset's."""
+    """Rollout replicas (the ranks, when hybrid); None: the preset's."""
+    topology: Literal["hybrid", "separate"] = "hybrid"
+    """Where the learner runs (``ServiceConfig.topology``): 'hybrid' (every rollout replica a learner rank) or
+    'separate' (one learner actor); the other is reported under ``alternatives``."""
+    frames_short_side: int | None = 224
+    """Frames leave the rollout workers with this shorter side (``RolloutConfig.frames_short_side``); None: the generator's size."""
     out: str = "results/dataplane.json"
     """Where the results go: FILE.json and FILE.md (the table) beside it."""
 
@@ -203,12 +225,22 @@ def model_step(args: DataplaneArgs) -> dict:
     k = args.budget_k or spec.context.budget_k
     fps = args.frames_per_scene or spec.frames_per_scene
     replicas = args.rollout_replicas or cfg.rollout.replicas
-    families = {fam: getattr(cfg.rewards, fam).replicas for fam, w in cfg.rewards.weights if w > 0}
+    families = {fam: getattr(cfg.rewards, fam) for fam, w in cfg.rewards.weights if w > 0}
     prompt_sets = PromptSampler(cfg.seed, len(args.pools) + 1, cfg.cast_size).next(args.prompt_sets)
-    rollouts = model_rollouts(gen, prompt_sets, args.group_size, args.pools, k, fps, list(families))
     weights = SelectionPolicy(PolicyConfig(**{**asdict(cfg.learner.policy), "d_feature": spec.d_feature, "d_prompt": spec.d_prompt})).state_dict()
-    built = step_bytes(rollouts, prompt_sets, weights, list(families), replicas, modelled_bytes)
-    peaks = peak_bytes(rollouts, prompt_sets, families, replicas)
+    full, sent = spec.frame_shape, short_side_shape(*spec.frame_shape, args.frames_short_side)
+    transitions = args.prompt_sets * args.group_size * len(args.pools)
+    steps = cfg.learner.epochs * -(-transitions // cfg.learner.minibatch_size)  # every transition used: an upper bound
+
+    def records(shape: tuple[int, int]) -> list[Rollout]:
+        return model_rollouts(gen, prompt_sets, args.group_size, args.pools, k, fps, list(families), frame_shape=shape)
+
+    def build(topology: str, shape: tuple[int, int]) -> dict[str, int]:
+        return step_bytes(records(shape), prompt_sets, weights, families, replicas, modelled_bytes, topology, steps)
+
+    rollouts = records(sent)
+    built = build(args.topology, sent)
+    peaks = peak_bytes(rollouts, prompt_sets, families, replicas, topology=args.topology, minibatch_size=cfg.learner.minibatch_size)
     first = rollouts[0]
     return {
         "bytes_per_step": built["step"],
@@ -216,13 +248,13 @@ def model_step(args: DataplaneArgs) -> dict:
         "peak_process": max(peaks, key=lambda p: peaks[p]),
         "bytes_by_category": {c: built[c] for c in CATEGORIES},
         "peak_bytes_by_process": peaks,
-        "alternatives": alternatives(rollouts, built),
+        "alternatives": alternatives(build, args.topology, full, sent),
         "shapes": {
             "rollouts": len(rollouts), "scenes": len(first.prompts), "frames": list(first.frames.shape) if first.frames is not None else None,
-            "transitions": [{"scene": t.scene, "features": list(t.features.shape), "features_dtype": str(t.features.dtype),
-                             "prompt_tokens": list(t.prompt_tokens.shape), "chosen": list(t.chosen.shape)} for t in first.transitions],
-            "rollout_bytes": modelled_bytes(first), "weights_bytes": wire_bytes(weights),
-            "rollout_replicas": replicas, "reward_families": families,
+            "generator_frame": list(full), "transitions": [{"scene": t.scene, "features": list(t.features.shape), "features_dtype":
+            str(t.features.dtype), "prompt_tokens": list(t.prompt_tokens.shape), "chosen": list(t.chosen.shape)} for t in first.transitions],
+            "rollout_bytes": modelled_bytes(first), "weights_bytes": wire_bytes(weights), "optimizer_steps": steps,
+            "rollout_replicas": replicas, "reward_families": {f: c.replicas for f, c in families.items()},
         },
         "config": asdict(args),
     }  # fmt: skip
@@ -237,7 +269,7 @@ def markdown(r: dict) -> str:
     rows += [f"| {c} | {_gb(v)} |" for c, v in r["bytes_by_category"].items()]
     rows += [f"| **total (as built)** | **{_gb(r['bytes_per_step'])}** |", "", "| process | peak GB |", "|---|---|"]
     rows += [f"| {p} | {_gb(v)} |" for p, v in r["peak_bytes_by_process"].items()]
-    rows += ["", "| design | GB per step |", "|---|---|", f"| as built | {_gb(r['bytes_per_step'])} |"]
+    rows += ["", "| design | GB per step |", "|---|---|", f"| as built ({r['config']['topology']}) | {_gb(r['bytes_per_step'])} |"]
     rows += [f"| {name} | {_gb(v['step'])} |" for name, v in r["alternatives"].items()]
     s, c = r["shapes"], r["config"]
     feats = ", ".join(f"{t['features']} {t['features_dtype']}" for t in s["transitions"])

@@ -123,10 +123,12 @@ def model_transition(gen: Generator, prompt: str, scene: int, pool_size: int, bu
 
 
 def model_rollouts(gen: Generator, prompt_sets: list[PromptSet], group_size: int, pools: tuple[int, ...], budget_k: int,
-                   frames_per_scene: int, families: list[str], scored: bool = True) -> list[Rollout]:  # fmt: skip
+                   frames_per_scene: int, families: list[str], scored: bool = True,
+                   frame_shape: tuple[int, int] | None = None) -> list[Rollout]:  # fmt: skip
     """The P * G rollouts of a step as ``RolloutWorker.rollout`` returns them (``scored``: after
-    ``score_rollouts`` filled ``scores``), one transition per scene change with pool ``pools[s - 1]``."""
-    height, width = gen.spec.frame_shape
+    ``score_rollouts`` filled ``scores``), one transition per scene change with pool ``pools[s - 1]``;
+    frames of ``frame_shape`` (as ``RolloutConfig.frames_short_side`` leaves them), else the generator's."""
+    height, width = frame_shape or gen.spec.frame_shape
     out = []
     for index, ps in enumerate(prompt_sets):
         if ps.n_scenes != len(pools) + 1:

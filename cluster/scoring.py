@@ -7,7 +7,7 @@ import numpy as np
 from inflvg.prompts import PromptSet
 from inflvg.rollout import Rollout
 from reward_actors.combine import combine
-from reward_actors.history import video_scene_batch
+from reward_actors.history import frames_read, video_scene_batch
 from reward_actors.types import SceneBatch
 
 
@@ -43,7 +43,7 @@ def score_rollouts(rollouts: list[Rollout], prompt_sets: dict[str, PromptSet], g
     """Fill each rollout's ``scene_rewards`` and ``scores`` in place; return reward statistics.
     Rollouts may differ in scene count (a prompt file that mixes them)."""
     batch = scene_batch(rollouts, prompt_sets)
-    results = {fam: g.score(batch) for fam, g in groups.items()}
+    results = {fam: g.score(frames_read(fam, g.cfg, batch)) for fam, g in groups.items()}  # each family gets what it reads
     counts = [len(r.scene_rewards) for r in rollouts]
     group_ids = np.repeat([r.group_id for r in rollouts], counts) if normalise else None
     reward = combine(results, weights, group_ids)

@@ -63,7 +63,8 @@ def train_step(step: int, cfg: ServiceConfig, roles: Roles, sampler: PromptSampl
         timings["time_learn"], t = time.perf_counter() - t, time.perf_counter()
         weights = roles.push() or roles.weights()[1]  # hybrid ranks act with their new weights already: none pushed
     timings["time_sync"] = time.perf_counter() - t
-    sizes = measure_step_bytes(rollouts, prompt_sets, weights, list(roles.rewards), len(roles.rollouts.handles), cfg.topology,
+    families = {fam: g.cfg for fam, g in roles.rewards.items()}
+    sizes = measure_step_bytes(rollouts, prompt_sets, weights, families, len(roles.rollouts.handles), cfg.topology,
                                int(learned["optimizer_steps"]))  # bytes_* by category  # fmt: skip
     return {**reward, **learned, **timings, **sizes, "version": int(learned["version"])}, rollouts
 

@@ -164,17 +164,17 @@ def shard_update(shard: Shard, logits: Logits, step: Callable[[torch.Tensor], fl
     of a minibatch steps on ``zero_loss()`` (0 times the parameters), so every rank takes part in
     every all-reduce. One rank (W = 1) is exactly the single-process update."""
     world, offset = len(shard.counts), sum(shard.counts[: shard.rank])
-    batch = collate_transitions(shard.transitions) if shard.transitions else None
     sums, taken, steps = defaultdict(float), 0, 0
     for idx in minibatch_order(sum(shard.counts), cfg, version):
         mine = idx[(idx >= offset) & (idx < offset + len(shard.transitions))] - offset
         steps += 1
-        if batch is None or not len(mine):
+        if not len(mine):
             if zero_loss is None:
                 raise ValueError("shard_update: a rank with no transitions in a minibatch needs zero_loss")
             step(zero_loss())
             continue
-        loss, stats = minibatch_loss(logits, take(batch, mine, device), shard.advantages[mine].to(device), cfg, reference)
+        batch = collate_transitions([shard.transitions[i] for i in mine.tolist()])  # one minibatch padded at a time
+        loss, stats = minibatch_loss(logits, take(batch, torch.arange(len(mine)), device), shard.advantages[mine].to(device), cfg, reference)
         stats["grad_norm"] = step(loss * (len(mine) * world / len(idx)))
         for key, value in stats.items():
             sums[key] += value

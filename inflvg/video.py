@@ -13,6 +13,26 @@ def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     return frames.repeat(factor, axis=1).repeat(factor, axis=2)
 
 
+def short_side_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) scaled so that the shorter side is at most ``short_side`` (None: unchanged), aspect kept."""
+    scale = 1.0 if short_side is None else min(1.0, short_side / min(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def shrink(frames: np.ndarray, short_side: int | None) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> frames whose shorter side is at most ``short_side`` (antialiased bilinear,
+    as a reward model's preprocessing resizes); already small enough or None: the same array."""
+    size = short_side_shape(frames.shape[1], frames.shape[2], short_side)
+    if size == frames.shape[1:3]:
+        return frames
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    y = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return y.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     """(T, H, W, 3) uint8, H and W even -> MP4 bytes. yuv420p (4:2:0, what browsers decode) needs
     even sizes. The index sits at the end: clients get the whole file at once anyway."""

@@ -34,3 +34,20 @@ def video_scene_batch(videos: list[np.ndarray], ps: PromptSet, frames_per_scene:
             prompts.append(prompt)
             history.append(named_history(video if history_video is None else history_video, ps, frames_per_scene, s, keys))
     return SceneBatch(frames, prompts, history)
+
+
+def frames_read(family: str, cfg, batch: SceneBatch) -> SceneBatch:
+    """The frames of ``batch`` that ``family``'s scorer reads, and no others, so that only they travel:
+    alignment ``cfg.frames_per_scene`` evenly spaced frames of each scene, identity ``cfg.frames_new`` of
+    each scene and ``cfg.frames_history`` of its history (InfLVG: 8 + 8), artifacts every frame (its
+    score is a mean over all of them); only identity reads the history. The scores do not change:
+    each scorer spaces its picks the same way over what it gets, and k evenly spaced frames of k
+    frames are all of them."""
+    from .identity import sample_frames
+
+    if family == "identity":
+        history = None if batch.history is None else [None if h is None else sample_frames(h, cfg.frames_history) for h in batch.history]
+        return SceneBatch([sample_frames(f, cfg.frames_new) for f in batch.frames], batch.prompts, history)
+    if family == "alignment":
+        return SceneBatch([sample_frames(f, cfg.frames_per_scene) for f in batch.frames], batch.prompts)
+    return SceneBatch(batch.frames, batch.prompts)

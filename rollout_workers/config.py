@@ -35,6 +35,11 @@ class RolloutConfig:
     scene change G branches of the next scene from one shared history (InfLVG's grouping), which then
     continues with branch 0: a sample of the acting policy, so the history stays on-policy and needs no
     reward before the next scene (the best-rewarded branch would). Same generated frames per group."""
+    frames_short_side: int | None = None
+    """Frames leave the worker (for the rewards and the sample videos) with their shorter side at most this
+    many pixels, resized with antialiasing; None: at the generator's size. 224 is what CLIP-sized reward
+    models read (the alignment reward resizes to its model's input anyway), and cuts a 480 x 832 frame's
+    bytes 4.6x; the identity reward's face detector reads the same frames."""
     call_timeout_s: float = 1800.0
     """Seconds a rollout call (one replica's share of a step) or a weight push may take before the step stops with an error naming it."""
 
@@ -52,6 +57,8 @@ class RolloutConfig:
         at_least(self, "replicas", 1, "set the number of rollout actors")
         at_least(self, "max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
         at_least(self, "threads", 1, "use 1 per reserved CPU core")
+        if self.frames_short_side is not None:
+            at_least(self, "frames_short_side", 16, "or None to send frames at the generator's size; 224 suits CLIP-sized rewards")
         number(self, "num_cpus")
         number(self, "num_gpus")
         number(self, "call_timeout_s", 1, fix="give the seconds a rollout call may take, e.g. 1800")

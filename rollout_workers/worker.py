@@ -24,6 +24,7 @@ from inflvg.prompts import PromptSet
 from inflvg.protocol import load_backend
 from inflvg.rollout import Rollout
 from inflvg.sampling import request_seeds, sample_group
+from inflvg.video import shrink
 
 from .config import RolloutConfig
 
@@ -96,6 +97,8 @@ class RolloutWorker:
             noise, sel = request_seeds(noise_seed, selection_seed, index, self.cfg.group_size)
             out += sample_group(self.gen, self.policy, self.embed, ps, index, noise, sel, self.ctx, version=self._version,
                                 tree=self.cfg.mode == "tree")  # fmt: skip
+        if self.cfg.frames_short_side is not None:
+            out = [replace(r, frames=None if r.frames is None else shrink(r.frames, self.cfg.frames_short_side)) for r in out]
         return out
 
     def _check_call(self, prompt_sets, noise_seed, selection_seed, first_index) -> None:

@@ -63,10 +63,18 @@ def test_one_validator_names_the_field_the_value_and_the_fix():
     ("change", "message"),
     [({"keep_checkpoints": -1}, "ServiceConfig.keep_checkpoints must be an integer >= 0"),
      ({"rollout_parquet": "yes"}, "ServiceConfig.rollout_parquet must be True or False"),
-     ({"steps": 0}, "ServiceConfig.steps must be a positive integer")],
+     ({"steps": 0}, "ServiceConfig.steps must be a positive integer"),
+     ({"topology": "colocated"}, "ServiceConfig.topology must be 'separate' or 'hybrid'"),
+     ({"topology": "hybrid", "zero_stage": 3}, "topology='hybrid' needs learner.zero_stage <= 2"),
+     ({"topology": "hybrid", "rollout_parquet": True}, "ServiceConfig.rollout_parquet needs topology='separate'")],
 )  # fmt: skip
 def test_service_config_checks_its_fields(change, message):
-    from cluster.config import ServiceConfig
+    from dataclasses import replace
 
+    from cluster.config import ServiceConfig
+    from learner.config import LearnerConfig
+
+    if "zero_stage" in change:
+        change = {"topology": change["topology"], "learner": replace(LearnerConfig(), zero_stage=change["zero_stage"])}
     with pytest.raises(ValueError, match=message):
         ServiceConfig(**change)

@@ -12,9 +12,11 @@ from cluster.dataplane_model import model_rollouts, model_transition, modelled_b
 from cluster.sampler import PromptSampler
 from inflvg.policy import PolicyConfig, PromptEmbedder, SelectionPolicy
 from inflvg.sampling import request_seeds, sample_group
+from reward_actors.config import RewardConfig
 
 G, SETS, SCENES, REPLICAS = 3, 2, 4, 2
-FAMILIES = ["alignment", "identity", "artifacts"]
+NAMES = ["alignment", "identity", "artifacts"]
+FAMILIES = {f: getattr(RewardConfig(), f) for f in NAMES}  # family -> its config: what it reads
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def step(lively_gen):
         rollouts += sample_group(lively_gen, policy, PromptEmbedder(lively_gen), ps, i, noise, sel, spec.context, version=1)
     for r in rollouts:
         r.scene_rewards = np.zeros(len(r.prompts), np.float32)
-        r.scores = {f: np.zeros(len(r.prompts), np.float32) for f in FAMILIES}
+        r.scores = {f: np.zeros(len(r.prompts), np.float32) for f in NAMES}
     return rollouts, prompt_sets, policy.state_dict()
 
 
@@ -40,7 +42,7 @@ def test_the_model_matches_a_real_storyworld_steps_serialized_bytes(lively_gen, 
     first = rollouts[0]
     assert [t.scene for t in first.transitions] == list(range(1, SCENES))  # one transition per scene change
     pools = tuple(t.features.shape[0] for t in first.transitions)
-    model = model_rollouts(lively_gen, prompt_sets, G, pools, lively_gen.spec.context.budget_k, lively_gen.spec.frames_per_scene, FAMILIES)
+    model = model_rollouts(lively_gen, prompt_sets, G, pools, lively_gen.spec.context.budget_k, lively_gen.spec.frames_per_scene, NAMES)
     for m, r in zip(model, rollouts, strict=True):  # every array of the model's records has the real one's shape and dtype
         for a, b in zip(
             [m.frames, m.scene_rewards, *[getattr(t, f) for t in m.transitions for f in ("features", "prompt_tokens", "prompt_mask", "chosen")]],
@@ -104,7 +106,8 @@ def test_the_cli_writes_json_and_a_table(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["bytes_per_step"] == sum(result["bytes_by_category"].values())
     assert result["peak_bytes_per_worker"] == max(result["peak_bytes_by_process"].values())
-    assert set(result["alternatives"]) == {"direct_to_learner", "direct_to_learner_bf16"}
-    assert result["alternatives"]["direct_to_learner"]["step"] < result["bytes_per_step"]
+    assert set(result["alternatives"]) == {"separate"}  # StoryWorld's frames are under 224 already
+    assert result["alternatives"]["separate"]["step"] > result["bytes_per_step"]
+    assert result["bytes_by_category"]["rollouts_to_learner"] == 0 and result["bytes_by_category"]["gradients_allreduce"] > 0
     assert [t["features"][0] for t in result["shapes"]["transitions"]] == [16, 80, 144]
     assert out.with_suffix(".md").exists() and "rollouts_to_learner" in capsys.readouterr().out

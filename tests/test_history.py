@@ -131,3 +131,25 @@ def test_reward_on_a_free_text_file_without_tags(scorer):
     for scene, other in [(5, 4), (5, 3), (4, 3), (2, 1)]:  # the retriever's or the cat's scene showing someone seen earlier
         own, spoiled, nearest = spoil_and_score(scorer, ps, video, scene, other)
         assert own > spoiled + 0.2 and nearest > spoiled + 0.2, (scene, other, own, spoiled, nearest)
+
+
+def test_each_reward_is_sent_only_the_frames_it_reads_and_scores_the_same():
+    """``frames_read``: alignment gets its sampled frames and no history, identity its sampled frames of the
+    scene and of the history; the real scorers give the same scores on that as on everything."""
+    from reward_actors.alignment import AlignmentScorer
+    from reward_actors.config import AlignmentConfig, IdentityConfig
+    from reward_actors.history import frames_read
+
+    story = sample_story(3, "heldout", WORLD.n_scenes, WORLD.cast_size)
+    batch = video_scene_batch([render_story(story, WORLD).frames], prompt_set_of(story, "x"), FPS)
+    identity, alignment = IdentityConfig(frames_new=2, frames_history=3), AlignmentConfig(frames_per_scene=2)
+    scorers = {"identity": (identity, IdentityScorer(frames_new=2, frames_history=3, num_threads=1)),
+               "alignment": (alignment, AlignmentScorer(frames_per_scene=2))}  # fmt: skip
+    size = lambda b: sum(f.nbytes for f in b.frames) + sum(h.nbytes for h in (b.history or []) if h is not None)  # noqa: E731
+    for family, (cfg, scorer) in scorers.items():
+        sent = frames_read(family, cfg, batch)
+        assert size(sent) < size(batch) / 2, family
+        assert [len(f) for f in sent.frames] == [2] * len(batch.frames)
+        np.testing.assert_allclose(scorer.score(sent).scores, scorer.score(batch).scores, atol=1e-6, err_msg=family)
+    assert frames_read("alignment", alignment, batch).history is None
+    assert max(len(h) for h in frames_read("identity", identity, batch).history if h is not None) == 3

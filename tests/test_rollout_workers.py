@@ -133,6 +133,21 @@ def test_the_driver_writes_a_steps_scored_rollouts_without_frames(ray_local, wor
     assert all(row["frames"] is None and len(row["transitions"]) == N_SCENES - 1 for row in rows)
 
 
+def test_frames_leave_the_worker_at_the_short_side_asked_for(weights, state_dicts, expected, prompt_sets):
+    from inflvg.video import shrink
+
+    small = RolloutWorker(RolloutConfig(generator_weights=weights, group_size=G, frames_short_side=16), POLICY)
+    assert small.set_weights(3, state_dicts[0])
+    got, want = small.rollout(prompt_sets[:1], NOISE, SELECTION), expected[0][:G]
+    height, width = want[0].frames.shape[1:3]
+    assert min(height, width) > 16 and min(got[0].frames.shape[1:3]) == 16  # aspect kept, shorter side 16
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a.frames, shrink(b.frames, 16)) and a.frames.dtype == np.uint8
+        assert [t.chosen.tolist() for t in a.transitions] == [t.chosen.tolist() for t in b.transitions]  # only the frames differ
+    flat = np.full((1, 32, 48, 3), 200, np.uint8)
+    assert np.array_equal(shrink(flat, 16), np.full((1, 16, 24, 3), 200, np.uint8)) and shrink(flat, 64) is flat
+
+
 def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weights, state_dicts, prompt_sets):
     policy_a, policy_b = state_dicts
     assert worker.set_weights(2, policy_b) is False
@@ -152,7 +167,7 @@ def test_stale_weights_are_refused_and_a_fresh_worker_does_not_act(worker, weigh
 @pytest.mark.parametrize(
     ("field", "value"),
     [("group_size", 1), ("budget_k", 0), ("replicas", 0), ("threads", 0), ("max_restarts", -1), ("num_gpus", -1.0),
-     ("generator_weights", ""), ("generator", "wan")],
+     ("generator_weights", ""), ("generator", "wan"), ("frames_short_side", 8)],
 )  # fmt: skip
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=f"RolloutConfig.{field}"):
