@@ -15,6 +15,7 @@ from inflvg.policy import PolicyConfig, PromptEmbedder, SelectionPolicy
 from inflvg.protocol import load_backend
 from inflvg.rollout import from_arrow, to_arrow
 from inflvg.sampling import request_seeds, sample_group
+from reward_actors.config import RewardConfig
 from reward_actors.history import named_history
 from rollout_workers.config import RolloutConfig
 
@@ -113,7 +114,9 @@ def test_tree_rollouts_share_the_pool_and_score_against_the_kept_branch(lively_g
     assert any(k is not None and not np.array_equal(k, o) for k, o in zip(kept, own, strict=True))  # not its own history
     with pytest.raises(ValueError, match="score a group whole"):
         scene_batch(tree[1:], {ps.id: ps})
-    assert scene_batch_bytes(tree, {ps.id: ps}, wire_bytes) == scene_batch_bytes(plain, {ps.id: ps}, wire_bytes)  # the data-plane model too
+    identity = RewardConfig().identity
+    assert (scene_batch_bytes(tree, {ps.id: ps}, wire_bytes, "identity", identity)
+            == scene_batch_bytes(plain, {ps.id: ps}, wire_bytes, "identity", identity))  # the data-plane model too  # fmt: skip
     assert [r.history_from for r in from_arrow(to_arrow(tree))] == [0, 0, 0]
 
 
