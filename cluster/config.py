@@ -32,6 +32,9 @@ class ServiceConfig:
     """Characters per StoryWorld training video."""
     prompts: str | None = None
     """A prompt file (EPS .jsonl, free text, optional subject tags) to train on; None: StoryWorld's training split."""
+    init_policy: str | None = None
+    """A policy file (a run's policy.pt) the learner starts from instead of its seeded initial weights: the
+    next stage of a curriculum, e.g. longer videos after the default ones. Its PolicyConfig must be the learner's."""
     seed: int = 0
     """Seeds the prompt sampler and each step's generator noise and selections (learner.seed seeds the policy)."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -94,6 +97,9 @@ class ServiceConfig:
         if not all(isinstance(name, str) and isinstance(amount, (int, float)) and amount > 0 for name, amount in self.learner_resources):
             raise ValueError(f"ServiceConfig.learner_resources must be (name, amount > 0) pairs, e.g. (('learner_node', 1.0),), "
                              f"got {self.learner_resources!r}")  # fmt: skip
+        if self.init_policy is not None and (not isinstance(self.init_policy, str) or not Path(self.init_policy).is_file()):
+            raise ValueError(f"ServiceConfig.init_policy must be the path of an existing policy file (a run's policy.pt), "
+                             f"got {self.init_policy!r}")  # fmt: skip
         if self.storage is not None and (not isinstance(self.storage, str) or not self.storage):
             raise ValueError(f"ServiceConfig.storage must be a folder or a pyarrow.fs URI such as s3://bucket/runs, got {self.storage!r}")
         if not self.run_name or "/" in self.run_name:

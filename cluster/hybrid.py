@@ -54,8 +54,8 @@ class HybridRank:
     """One process: a ``RolloutWorker`` and a ``Learner`` that is rank ``rank`` of the world.
     Plain class; ``HybridGroup`` makes it a Ray actor. ``setup`` joins the world."""
 
-    def __init__(self, rollout_cfg: RolloutConfig, learner_cfg: LearnerConfig):
-        self.rollout_cfg, self.learner_cfg = rollout_cfg, learner_cfg
+    def __init__(self, rollout_cfg: RolloutConfig, learner_cfg: LearnerConfig, init_weights: dict | None = None):
+        self.rollout_cfg, self.learner_cfg, self.init_weights = rollout_cfg, learner_cfg, init_weights
         self.kept: dict[tuple[int, int], Rollout] = {}  # the last rollout call's records, features included
 
     def address(self) -> tuple[str, int]:
@@ -71,7 +71,7 @@ class HybridRank:
         os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world), MASTER_ADDR=master[0], MASTER_PORT=str(master[1]))
         self.rank = rank
         self.worker = RolloutWorker(self.rollout_cfg, self.learner_cfg.policy)
-        self.learner = Learner(self.learner_cfg)  # seeded: every rank starts from the same weights
+        self.learner = Learner(self.learner_cfg, self.init_weights)  # seeded or given: every rank starts from the same weights
         return self._take_weights()
 
     def _take_weights(self, rollback: bool = False) -> int:
@@ -124,11 +124,11 @@ class HybridRank:
 class HybridGroup:
     """The driver's handle on W hybrid ranks (W = ``rollout.replicas``): spread, gather, credit, update."""
 
-    def __init__(self, rollout_cfg: RolloutConfig, learner_cfg: LearnerConfig, timeout_s: float):
+    def __init__(self, rollout_cfg: RolloutConfig, learner_cfg: LearnerConfig, timeout_s: float, init_weights: dict | None = None):
         if learner_cfg.zero_stage > 2:
             raise ValueError("ServiceConfig.topology='hybrid' needs learner.zero_stage <= 2 (ZeRO-3 gathers parameters in every "
                              "forward, which the rollout policy does not); use 2, or topology='separate'")  # fmt: skip
-        self.cfg, self.learner_cfg, self.timeout_s = rollout_cfg, learner_cfg, timeout_s
+        self.cfg, self.learner_cfg, self.timeout_s, self.init_weights = rollout_cfg, learner_cfg, timeout_s, init_weights
         self.version, self.reissued, self.restarts = -1, 0, 0
         self.bounds: list[tuple[int, int]] = []  # prompt sets of the last rollout, per rank
         self._start()
@@ -137,7 +137,8 @@ class HybridGroup:
         import ray
 
         remote = ray.remote(HybridRank).options(num_cpus=self.cfg.num_cpus, num_gpus=self.cfg.num_gpus, max_restarts=0)
-        self.handles: list[Any] = [remote.remote(self.cfg, self.learner_cfg) for _ in range(self.cfg.replicas)]
+        init = None if self.init_weights is None else ray.put(self.init_weights)
+        self.handles: list[Any] = [remote.remote(self.cfg, self.learner_cfg, init) for _ in range(self.cfg.replicas)]
         master = self._get(self.handles[0].address.remote(), "the rendezvous address")
         world = len(self.handles)
         self.version = min(self._get([h.setup.remote(r, world, master) for r, h in enumerate(self.handles)], "setup"))

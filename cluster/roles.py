@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from inflvg.policy import load_policy
 from inflvg.rollout import Rollout
 from learner.actor import Learner
 from reward_actors.config import RewardConfig
@@ -93,16 +94,28 @@ def reward_groups(cfg: RewardConfig) -> dict:
     return {fam: RewardGroup(fam, getattr(cfg, fam)) for fam, weight in cfg.weights if weight > 0}
 
 
+def initial_weights(cfg: ServiceConfig) -> dict | None:
+    """The weights of ``cfg.init_policy``, checked against the learner's policy config; None: seeded ones."""
+    if cfg.init_policy is None:
+        return None
+    policy = load_policy(cfg.init_policy)
+    if policy.cfg != cfg.learner.policy:
+        raise ValueError(f"ServiceConfig.init_policy {cfg.init_policy} holds a policy with config {policy.cfg}, the learner's is "
+                         f"{cfg.learner.policy}; train with the same --learner.policy.* settings")  # fmt: skip
+    return policy.state_dict()
+
+
 def start_roles(cfg: ServiceConfig) -> Roles:
     import ray
 
+    init = initial_weights(cfg)
     if cfg.topology == "hybrid":
-        hybrid = HybridGroup(cfg.rollout, cfg.learner, cfg.call_timeout_s)
+        hybrid = HybridGroup(cfg.rollout, cfg.learner, cfg.call_timeout_s, init)
         return Roles(hybrid, reward_groups(cfg.rewards), None, cfg.call_timeout_s, cfg.learner_max_restarts)
     learner = ray.remote(Learner).options(
         num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus, resources=dict(cfg.learner_resources),
         max_restarts=cfg.learner_max_restarts, max_task_retries=0,
-    ).remote(cfg.learner)  # retries are the driver's: it reloads the last checkpoint first (cluster/recovery.py)
+    ).remote(cfg.learner, init)  # retries are the driver's: it reloads the last checkpoint first (cluster/recovery.py)
     roles = Roles(RolloutGroup(cfg.rollout, cfg.learner.policy), reward_groups(cfg.rewards), learner, cfg.call_timeout_s,
                   cfg.learner_max_restarts)  # fmt: skip
     roles.push()  # the learner's first weights (starting up)

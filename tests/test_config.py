@@ -78,3 +78,23 @@ def test_service_config_checks_its_fields(change, message):
         change = {"topology": change["topology"], "learner": replace(LearnerConfig(), zero_stage=change["zero_stage"])}
     with pytest.raises(ValueError, match=message):
         ServiceConfig(**change)
+
+
+def test_init_policy_must_exist_and_match_the_learners_policy(tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from cluster.config import ServiceConfig
+    from cluster.roles import initial_weights
+    from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
+
+    with pytest.raises(ValueError, match="ServiceConfig.init_policy must be the path of an existing policy file"):
+        ServiceConfig(init_policy=str(tmp_path / "missing.pt"))
+    save_policy(SelectionPolicy(PolicyConfig(d_model=32)), tmp_path / "policy.pt")
+    cfg = ServiceConfig(init_policy=str(tmp_path / "policy.pt"), learner=replace(ServiceConfig().learner, policy=PolicyConfig(d_model=32)))
+    weights = initial_weights(cfg)
+    assert weights is not None and all(torch.equal(v, torch.load(tmp_path / "policy.pt")["state_dict"][k]) for k, v in weights.items())
+    with pytest.raises(ValueError, match="holds a policy with config"):
+        initial_weights(replace(cfg, learner=ServiceConfig().learner))
+    assert initial_weights(ServiceConfig()) is None
