@@ -30,6 +30,9 @@ class ServiceConfig:
     """Scenes per StoryWorld training video (a prompt file's rows keep their own counts)."""
     cast_size: int = 4
     """Characters per StoryWorld training video."""
+    long_stories: bool = False
+    """StoryWorld training stories drawn as the long-video benchmark draws its own (returns at least 5 scenes
+    apart, ``sample_long_story``): with n_scenes 16 and cast_size 8, the curriculum's second stage."""
     prompts: str | None = None
     """A prompt file (EPS .jsonl, free text, optional subject tags) to train on; None: StoryWorld's training split."""
     init_policy: str | None = None
@@ -85,6 +88,7 @@ class ServiceConfig:
         at_least(self, "learner_max_restarts", 0, "-1 (forever) is not allowed: a crash loop must end")
         number(self, "call_timeout_s", 1, fix="give the seconds a learner call may take, e.g. 1800")
         boolean(self, "rollout_parquet")
+        boolean(self, "long_stories")
         one_of(self, "topology", ("separate", "hybrid"))
         if self.topology == "hybrid" and self.learner.zero_stage > 2:
             raise ValueError("ServiceConfig.topology='hybrid' needs learner.zero_stage <= 2 (ZeRO-3 gathers the parameters "

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from inflvg.prompts import PromptSet, load_prompts
-from inflvg.world import sample_prompt_set
+from inflvg.world import prompt_set_of, sample_prompt_set
+from inflvg.world.story import sample_long_story
 
 
 def file_digest(path: str | Path) -> str:
@@ -32,6 +33,8 @@ class PromptSampler:
     """A prompt file (EPS .jsonl) to draw from instead of StoryWorld."""
     position: int = 0
     split: str = "train"
+    long: bool = False
+    """StoryWorld stories as the long-video benchmark draws them (``sample_long_story``: returns at least 5 scenes apart)."""
     rows: list[PromptSet] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -40,7 +43,10 @@ class PromptSampler:
 
     def draw(self, i: int) -> PromptSet:
         if not self.rows:
-            return sample_prompt_set(self.seed * 1_000_003 + i, self.split, self.n_scenes, self.cast_size, f"{self.split}-{self.seed}-{i}")
+            seed, name = self.seed * 1_000_003 + i, f"{self.split}-{self.seed}-{i}"
+            if self.long:
+                return prompt_set_of(sample_long_story(seed, self.split, self.n_scenes, self.cast_size), name)
+            return sample_prompt_set(seed, self.split, self.n_scenes, self.cast_size, name)
         epoch, k = divmod(i, len(self.rows))
         return self.rows[int(np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))[k])]
 

@@ -99,7 +99,7 @@ def run(cfg: ServiceConfig, resume: str, faults: tuple = (), allow_config_change
         check_same_config(cfg, store, allow_config_change)
     store.write_bytes(to_json(cfg).encode(), "config.json")  # the resolved config, flags and --set applied
     roles = start_roles(cfg)
-    sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size, cfg.prompts)
+    sampler = PromptSampler(cfg.seed, cfg.n_scenes, cfg.cast_size, cfg.prompts, long=cfg.long_stories)
     step = restore(cfg, roles, sampler, checkpoints, resume)
     tracker = Tracker(cfg, Path(cfg.output_root), tracking_uri(cfg), resumed_from)
     try:

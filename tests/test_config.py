@@ -89,7 +89,7 @@ def test_init_policy_must_exist_and_match_the_learners_policy(tmp_path):
     from cluster.roles import initial_weights
     from inflvg.policy import PolicyConfig, SelectionPolicy, save_policy
 
-    with pytest.raises(ValueError, match="ServiceConfig.init_policy must be the path of an existing policy file"):
+    with pytest.raises(ValueError, match="init_policy must be the path of an existing policy file"):
         ServiceConfig(init_policy=str(tmp_path / "missing.pt"))
     save_policy(SelectionPolicy(PolicyConfig(d_model=32)), tmp_path / "policy.pt")
     cfg = ServiceConfig(init_policy=str(tmp_path / "policy.pt"), learner=replace(ServiceConfig().learner, policy=PolicyConfig(d_model=32)))

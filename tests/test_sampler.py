@@ -42,3 +42,17 @@ def test_storyworld_is_the_default_source():
     assert ids(sets) == ["train-0-0", "train-0-1", "train-0-2"] and all(ps.n_scenes == 4 and ps.subjects for ps in sets)
     b.restore(a.state())
     assert ids(b.next(1)) == ["train-0-3"]
+
+
+def test_long_stories_bring_each_character_back_at_least_five_scenes_later():
+    sampler = PromptSampler(seed=2, n_scenes=16, cast_size=8, long=True)
+    drawn = sampler.next(6)
+    for ps in drawn:
+        last: dict[str, int] = {}
+        for s, subject in enumerate(ps.subjects or ()):
+            assert subject not in last or s - last[subject] >= 5, (ps.id, subject, s)
+            last[subject] = s
+        assert len(last) == 8
+    again = PromptSampler(seed=2, n_scenes=16, cast_size=8, long=True)
+    again.restore(sampler.state() | {"position": 3})
+    assert again.next(3) == drawn[3:]  # a position is all a resume needs, as for the default stories
