@@ -122,12 +122,10 @@ class HybridRank:
 
 
 class HybridGroup:
-    """The driver's handle on W hybrid ranks (W = ``rollout.replicas``): spread, gather, credit, update."""
+    """The driver's handle on W hybrid ranks (W = ``rollout.replicas``): spread, gather, credit, update.
+    ZeRO 0-2 (``ServiceConfig`` refuses ZeRO-3 for hybrid ranks)."""
 
     def __init__(self, rollout_cfg: RolloutConfig, learner_cfg: LearnerConfig, timeout_s: float, init_weights: dict | None = None):
-        if learner_cfg.zero_stage > 2:
-            raise ValueError("ServiceConfig.topology='hybrid' needs learner.zero_stage <= 2 (ZeRO-3 gathers parameters in every "
-                             "forward, which the rollout policy does not); use 2, or topology='separate'")  # fmt: skip
         self.cfg, self.learner_cfg, self.timeout_s, self.init_weights = rollout_cfg, learner_cfg, timeout_s, init_weights
         self.version, self.reissued, self.restarts = -1, 0, 0
         self.bounds: list[tuple[int, int]] = []  # prompt sets of the last rollout, per rank
