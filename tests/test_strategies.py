@@ -59,7 +59,7 @@ def test_oracle_takes_only_the_referenced_characters_tokens_scene_openings_first
     opens = frames % 4 == 0
     n_open = int(opens.sum())
     assert len(set(frames[:n_open])) == 2 and opens[:n_open].all() and not opens[n_open:].any()  # openings first
-    assert (np.diff(frames[:n_open]) <= 0).all() and (np.diff(frames[n_open:]) <= 0).all()  # each part newest first
+    assert (np.diff(frames[:n_open]) >= 0).all() and (np.diff(frames[n_open:]) <= 0).all()  # openings oldest first, the rest newest first
 
 
 def test_far_takes_the_newest_tokens_and_random_distinct_ones():
