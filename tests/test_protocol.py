@@ -41,8 +41,8 @@ def test_frames_are_bit_identical_to_the_pre_protocol_generator(shipped, name):
     """Hashes of frames the shipped weights made at commit 1dda5e6 (before the protocol: the
     generation loop inside the model package, stories instead of prompt sets), 4 held-out
     prompt sets of seed 0 in one batch, noise seed 0. Strategies whose rule did not change must
-    give the same bytes; oracle-K's did (scene openings oldest first, same figures at 1x: its own
-    tests cover the order)."""
+    give the same bytes; oracle-K's did (it takes the subject's first scene alone: its own tests
+    cover the rule)."""
     prompt_sets = [sample_prompt_set(i, "heldout", 8, 4, f"heldout-{i}") for i in range(4)]
     res = generate(shipped, prompt_sets, make_strategy(name), seed=0)
     got = [hashlib.sha256(np.ascontiguousarray(f).tobytes()).hexdigest()[:16] for f in res.frames]

@@ -76,8 +76,8 @@ def choose_targets(story: Story, world: WorldConfig, n: int, rng: np.random.Gene
 def subject_first(pool_frames: np.ndarray, shows: np.ndarray, opens_scene: np.ndarray) -> list[tuple[int, int]]:
     """(frame, token) pairs of the tokens showing the subject: frames that open a scene first (the
     subject stands where every scene starts), then the rest, each part newest first. The shipped
-    weights were trained on this order; oracle-K takes the openings oldest first instead, which on
-    8-scene stories, where the subject's tokens mostly fit the budget, scores the same.
+    weights were trained on this order; oracle-K now takes the subject's first scene alone
+    (``inflvg.context.baselines.OracleK``), which scores higher at 1x as well.
 
     pool_frames (P,); shows (P, n_long) bool; opens_scene (P,) bool."""
     order = sorted(range(len(pool_frames)), key=lambda i: (not opens_scene[i], -int(pool_frames[i])))
