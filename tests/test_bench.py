@@ -239,6 +239,19 @@ def test_quality_lengths_defaults_and_what_is_left_out():
         parse_args(["--prompts", "p.jsonl", "--quality-lengths", "1,4"])
 
 
+def test_long_stories_from_draws_shorter_lengths_as_long_stories(tiny_gen):
+    from inflvg.bench.__main__ import bench_prompt_sets, parse_args
+    from inflvg.world.story import sample_long_story
+
+    scenes = 2 * tiny_gen.spec.horizon_frames // tiny_gen.spec.frames_per_scene
+    alike = bench_prompt_sets(parse_args(["--quality-lengths", "2", "--videos", "2", "--long-stories-from", "2"]), tiny_gen)
+    assert alike[2][1] == [sample_long_story(seed, "heldout", scenes) for seed in (0, 1)]
+    default = bench_prompt_sets(parse_args(["--quality-lengths", "2", "--videos", "2"]), tiny_gen)
+    assert all(len(story.cast) == 4 for story in default[2][1])  # below 4x: the training stories' kind
+    with pytest.raises(SystemExit):
+        parse_args(["--long-stories-from", "0"])
+
+
 def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tmp_path):
     out = tmp_path / "q.json"
     r = bench("--weights", weights, "--split", "heldout", "--seed", 5, "--videos", 2, "--quality-lengths", "1,4", "--lengths", "1",
@@ -261,6 +274,8 @@ def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tm
                 assert mean is None or lo <= mean <= hi
         assert block["drift"]["identity"][0] is None  # the first scene is nobody's return
         assert entry["by_length"]["1"]["identity_drift"] is None and block["identity_drift"]["late_from"] == 9  # 4 scenes, then 16
+        visits = block["returns_by_visit"]
+        assert set(visits) == {"1", "2", "3+"} and all(v is None or v["ci95"][0] <= v["mean"] <= v["ci95"][1] for v in visits.values())
     assert set(result["paired_by_length"]["4"]) == {"oracle-window"}
     assert "| 4x | oracle | 2 |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "q_drift.png").stat().st_size > 1000

@@ -123,3 +123,28 @@ def test_compare_takes_the_paired_difference_of_two_runs_and_refuses_other_video
     assert result["difference"]["combined"]["mean"] == pytest.approx(0.2 / 3) and "| combined | 0.800 | 0.733 | +0.067" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([str(paths[0]), str(tmp_path / "missing.json")])
+
+
+def test_returns_by_visit_pools_first_second_and_later_returns():
+    """Hand-computed: video A's returns at visits 1, 1, 2, 4 read 1, 0, 1, 0; video B's at visits 1, 3
+    read 1, 1. First returns pool to 2/3, second to 1/1, third and later to 1/2."""
+    from inflvg.bench.quality import by_visit
+
+    returns = np.array([[np.nan, 1.0, 0.0, 1.0, 0.0], [np.nan, 1.0, 1.0, np.nan, np.nan]])
+    visit = np.array([[0, 1, 1, 2, 4], [0, 1, 3, 0, 0]], float)
+    v = by_visit(returns, visit)
+    assert (v["1"]["mean"], v["1"]["scenes"]) == (round(2 / 3, 5), 3) and (v["2"]["mean"], v["2"]["scenes"]) == (1.0, 1)
+    assert (v["3+"]["mean"], v["3+"]["scenes"]) == (0.5, 2)
+    assert v["1"]["ci95"][0] <= 2 / 3 <= v["1"]["ci95"][1]
+    assert by_visit(returns[:, :2], visit[:, :2])["2"] is None  # no second return: no figure
+
+
+def test_every_scene_knows_its_subjects_earlier_scenes_with_or_without_ground_truth():
+    world = WorldConfig()
+    story = sample_story(3, "heldout", 12, world.cast_size)
+    frames = render_story(story, world).frames
+    want = [sum(e.character == sc.character for e in story.scenes[:i]) for i, sc in enumerate(story.scenes)]
+    ps = prompt_set_of(story, "s")
+    assert list(score_video(ps, story, frames, world.frames_per_scene).by_scene["visit"]) == want
+    assert list(score_video(ps, None, frames, world.frames_per_scene).by_scene["visit"]) == want  # from the prompts alone
+    assert want.count(0) == len({sc.character for sc in story.scenes}) and max(want) >= 2

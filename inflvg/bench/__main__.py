@@ -52,8 +52,12 @@ class BenchArgs:
     """Prompt sets at every quality length; None: 64 at 1x, 32 at 2x-4x, 16 beyond (with --prompts: the file's first 64)."""
     quality_lengths: Annotated[tuple[int, ...], cli.comma(int, "1,4,16")] = (1,)
     """Video lengths for quality, as multiples of the training horizon (comma-separated); the top-level
-    figures are the shortest one's. From 4x on, stories have a cast of 8 whose returns are at least
-    5 scenes apart; full history is left out at 9x and beyond (its cost grows with the history)."""
+    figures are the shortest one's. From --long-stories-from on, stories have a cast of 8 whose returns
+    are at least 5 scenes apart; full history is left out at 9x and beyond (its cost grows with the history)."""
+    long_stories_from: int = LONG_FROM
+    """The shortest quality length whose stories are drawn as long ones (a cast of 8, returns at least 5
+    scenes apart); shorter lengths draw the training stories' kind (a cast of 4). Set it to the
+    shortest length measured to compare lengths on one kind of story."""
     strategies: Annotated[tuple[str, ...], cli.comma(str, "full,window,oracle")] | None = None
     """Comma-separated strategy names; None: every strategy the prompts allow ('oracle' needs
     StoryWorld's ground truth, which free text has not)."""
@@ -78,7 +82,7 @@ class BenchArgs:
     """torch threads per worker."""
 
     def __post_init__(self) -> None:
-        for name in ("timing_videos", "workers", "threads"):
+        for name in ("timing_videos", "workers", "threads", "long_stories_from"):
             positive_int(self, name)
         if self.videos is not None:
             positive_int(self, "videos", "or None for the default of each length")
@@ -122,7 +126,7 @@ def bench_prompt_sets(args: BenchArgs, gen) -> dict[int, tuple[list[PromptSet], 
     out: dict[int, tuple[list[PromptSet], list[Story | None]]] = {}
     for L in args.quality_list:
         n_scenes, seeds = L * gen.spec.horizon_frames // gen.spec.frames_per_scene, range(args.seed, args.seed + args.videos_at(L))
-        if L >= LONG_FROM:
+        if args.long_stories_from <= L:
             stories = [sample_long_story(s, args.split, n_scenes) for s in seeds]
         else:
             stories = [sample_story(s, args.split, n_scenes, WorldConfig().cast_size) for s in seeds]
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
             "rope_scaling": args.rope_scaling,
             "videos_by_length": {str(L): len(quality[L][0]) for L in lengths},
             "scenes_by_length": {str(L): quality[L][0][0].n_scenes for L in lengths},
-            "long_stories": {"from": LONG_FROM, "cast": LONG_CAST, "min_gap": LONG_MIN_GAP},
+            "long_stories": {"from": args.long_stories_from, "cast": LONG_CAST, "min_gap": LONG_MIN_GAP},
             "quality_left_out": {str(L): [n for n in names if left_out(n, L)] for L in lengths if any(left_out(n, L) for n in names)},
         },
         "strategies": {},

@@ -14,7 +14,8 @@ identity against the first earlier scene about the same subject as the prompts n
 character and returns are NaN, and combined is the mean of what there is.
 
 Every measure is also kept per scene (``VideoScores.by_scene``: NaN where a scene has none, e.g.
-identity on a first appearance), for the drift curves over scene index (``drift``).
+identity on a first appearance), for the drift curves over scene index (``drift``), with each
+scene's visit (how many earlier scenes its subject had), for returns by visit (``by_visit``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class VideoScores:
     character: float
     returns: float  # the right character on returning scenes; nan when none returns
     by_scene: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
-    """METRIC -> (n_scenes,) the same measures scene by scene (combined: the mean of what the scene has)."""
+    """METRIC -> (n_scenes,) the same measures scene by scene (combined: the mean of what the scene has),
+    and "visit" -> (n_scenes,) how many earlier scenes the scene's subject had (0: a first appearance)."""
 
     @property
     def combined(self) -> float:
@@ -61,9 +63,10 @@ def score_free_text(ps: PromptSet, frames: np.ndarray, frames_per_scene: int) ->
              for i, r in enumerate(readings)]  # fmt: skip
     keys = subject_keys(ps)
     nan = float("nan")
-    ident = [attribute_agreement(readings[i].subject, readings[earlier[0]].subject) if (earlier := subject_scenes(ps, i, keys)) else nan
-             for i in range(ps.n_scenes)]  # fmt: skip
-    return _scores([nan] * ps.n_scenes, ident, artif, [nan] * ps.n_scenes, [nan] * ps.n_scenes)
+    earlier = [subject_scenes(ps, i, keys) for i in range(ps.n_scenes)]
+    ident = [attribute_agreement(readings[i].subject, readings[e[0]].subject) if e else nan for i, e in enumerate(earlier)]
+    nans = [nan] * ps.n_scenes
+    return _scores(nans, ident, artif, nans, nans, [len(e) for e in earlier])
 
 
 def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
@@ -85,7 +88,8 @@ def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> Vide
             first_reading[sc.character] = reading.subject
             back.append(nan)
             ident.append(nan)
-    return _scores(align, ident, artif, char, back)
+    visits = [sum(earlier.character == sc.character for earlier in story.scenes[:i]) for i, sc in enumerate(story.scenes)]
+    return _scores(align, ident, artif, char, back, visits)
 
 
 def _nanmean(values, axis=None):
@@ -94,13 +98,14 @@ def _nanmean(values, axis=None):
         return np.nanmean(values, axis=axis)
 
 
-def _scores(align: list[float], ident: list[float], artif: list[float], char: list[float], back: list[float]) -> VideoScores:
-    """A video's scores from its per-scene lists (NaN where a scene has no such measure)."""
+def _scores(align: list[float], ident: list[float], artif: list[float], char: list[float], back: list[float],
+            visits: list[int]) -> VideoScores:  # fmt: skip
+    """A video's scores from its per-scene lists (NaN where a scene has no such measure) and each scene's visit."""
     scene = {"alignment": align, "identity": ident, "artifacts": artif, "character": char, "returns": back}
     by_scene = {m: np.array(v, float) for m, v in scene.items()}
     by_scene["combined"] = _nanmean(np.stack([by_scene[m] for m in ("alignment", "artifacts", "identity")]), axis=0)
     means = {m: float(_nanmean(v)) if len(v) else float("nan") for m, v in by_scene.items() if m != "combined"}
-    return VideoScores(**means, by_scene=by_scene)
+    return VideoScores(**means, by_scene=by_scene | {"visit": np.array(visits, float)})
 
 
 def per_video_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
@@ -108,10 +113,10 @@ def per_video_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
 
 
 def per_scene_table(scores: list[VideoScores]) -> dict[str, np.ndarray]:
-    """METRIC -> (videos, scenes); a video shorter than the longest is NaN past its end."""
+    """METRIC and "visit" -> (videos, scenes); a video shorter than the longest is NaN past its end."""
     n = max(len(s.by_scene["combined"]) for s in scores)
     pad = lambda v: np.concatenate([v, np.full(n - len(v), np.nan)])  # noqa: E731
-    return {m: np.stack([pad(s.by_scene[m]) for s in scores]) for m in METRICS}
+    return {m: np.stack([pad(s.by_scene[m]) for s in scores]) for m in (*METRICS, "visit")}
 
 
 def drift(scenes: dict[str, np.ndarray], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -149,6 +154,29 @@ def identity_drift(identity: np.ndarray, early: tuple[int, int] = (3, 9), late_f
     early_mean, late_mean = parts[0].sum() / parts[1].sum(), parts[2].sum() / parts[3].sum()
     return {"early_scenes": list(early), "late_from": late_from, "early": _num(early_mean), "late": _num(late_mean),
             "ratio": _num(late_mean / early_mean), "ratio_ci95": bootstrap_ci(tuple(parts), ratio, n_boot, seed)}  # fmt: skip
+
+
+VISITS = (("1", 1, 2), ("2", 2, 3), ("3+", 3, np.inf))
+"""Returns grouped by the subject's earlier scenes: its first return, its second, its third and later."""
+
+
+def by_visit(returns: np.ndarray, visit: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Right character on returns by visit (``VISITS``): each group pooled over every such scene of every
+    video, with a 95% bootstrap interval (videos resampled) and its number of scenes; None for a group
+    without scenes. A character's later returns copy a memory that earlier returns may have spoilt, so
+    they are harder whatever the length, and the mix of visits differs between kinds of story.
+    ``returns``, ``visit`` (videos, scenes): ``per_scene_table``'s."""
+    out: dict = {}
+    for name, lo, hi in VISITS:
+        picked = (visit >= lo) & (visit < hi) & ~np.isnan(returns)
+        total, count = np.where(picked, returns, 0.0).sum(1), picked.sum(1).astype(float)
+        if not count.sum():
+            out[name] = None
+            continue
+        pooled = lambda t, c, axis=-1: t.sum(axis) / c.sum(axis)  # noqa: E731
+        out[name] = {"mean": _num(total.sum() / count.sum()), "ci95": bootstrap_ci((total, count), pooled, n_boot, seed),
+                     "scenes": int(count.sum())}  # fmt: skip
+    return out
 
 
 def _num(x) -> float | None:

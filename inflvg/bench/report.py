@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .quality import METRICS
+from .quality import METRICS, VISITS
 
 
 def _fmt(mean: float, ci: list[float]) -> str:
@@ -33,7 +33,7 @@ def markdown(result: dict) -> str:
     lines.append("|---|---|---|")
     for pair, d in result.get("paired", {}).items():
         lines.append(f"| {pair} | {_fmt(d['identity']['mean'], d['identity']['ci95'])} | {_fmt(d['combined']['mean'], d['combined']['ci95'])} |")
-    lines += by_length_markdown(result)
+    lines += by_length_markdown(result) + visits_markdown(result)
     for key, kind in (("gap_closed", "heuristic"), ("gap_closed_budgeted", "fixed-budget heuristic")):
         gap = result.get(key)
         if gap:
@@ -73,6 +73,20 @@ def by_length_markdown(result: dict) -> list[str]:
             check = b.get("identity_drift")
             ratio = _fmt(check["ratio"], check["ratio_ci95"]) if check and check["ratio"] is not None else "-"
             lines.append(f"| {L}x | {name} | {b['videos']} | " + " | ".join(quality) + f" | {drift} | {ratio} | {gap} |")
+    return lines
+
+
+def visits_markdown(result: dict) -> list[str]:
+    """Right character on returns by visit (``returns_by_visit``), per quality length and strategy."""
+    names = [name for name, _, _ in VISITS]
+    lines = ["", "Right character on returns by visit (the subject's first return, second, third and later; pooled mean [95% CI], scenes):",
+             "", "| length | strategy | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]  # fmt: skip
+    for L in result["config"].get("quality_lengths", []):
+        for name, s in result["strategies"].items():
+            visits = s.get("by_length", {}).get(str(L), {}).get("returns_by_visit")
+            if visits:
+                cells = [f"{_fmt(v['mean'], v['ci95'])}, {v['scenes']}" if v else "-" for v in (visits[n] for n in names)]
+                lines.append(f"| {L}x | {name} | " + " | ".join(cells) + " |")
     return lines
 
 

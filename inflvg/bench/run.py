@@ -17,7 +17,7 @@ from ..prompts import PromptSet
 from ..protocol import Generator
 from ..world.eps import sample_prompt_set
 from ..world.story import Story
-from .quality import METRICS, bootstrap_ci, drift, identity_drift, mean_ci, per_scene_table, per_video_table, score_video
+from .quality import METRICS, bootstrap_ci, by_visit, drift, identity_drift, mean_ci, per_scene_table, per_video_table, score_video
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,12 @@ def summarize(table: dict[str, np.ndarray]) -> dict:
 
 
 def summarize_length(table: dict[str, np.ndarray], scenes: dict[str, np.ndarray]) -> dict:
-    """One length's block of a strategy's entry: ``summarize`` plus the drift curves by scene index and
-    the no-drift check on identity (``identity_drift``; None for videos of 9 scenes or fewer)."""
+    """One length's block of a strategy's entry: ``summarize`` plus the drift curves by scene index, the
+    no-drift check on identity (``identity_drift``; None for videos of 9 scenes or fewer) and the right
+    character on returns by visit (``returns_by_visit``: first return, second, third and later)."""
     return summarize(table) | {"videos": len(table["combined"]), "scenes": scenes["combined"].shape[1], "drift": drift(scenes),
-                               "identity_drift": identity_drift(scenes["identity"])}  # fmt: skip
+                               "identity_drift": identity_drift(scenes["identity"]),
+                               "returns_by_visit": by_visit(scenes["returns"], scenes["visit"])}  # fmt: skip
 
 
 def paired(tables: dict[str, dict[str, np.ndarray]], a: str, b: str) -> dict:
