@@ -5,8 +5,6 @@ last checkpoint through the storage URI (the only place both processes know), an
 with the weights of an undisturbed run."""
 
 import json
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,14 +38,15 @@ def run_config(tmp_path: Path, name: str):
                    learner_resources=tuple(LEARNER.items()), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")  # fmt: skip
 
 
-def live_learner(cluster):
-    """(node, pid) of the live learner actor, read from the GCS's actor table (the state API needs the
-    dashboard, which this cluster does not run; a finished run's learner is DEAD there)."""
-    from ray._private import state
+def learners_node(cluster):
+    """The node whose raylet is the parent of the learner's worker process."""
+    import psutil
+    from ray._private import ray_constants
 
-    (info,) = [a for a in state.actors(actor_state_name="ALIVE").values() if a["ActorClassName"] == "Learner"]
-    (node,) = [n for n in cluster.worker_nodes if n.node_id == info["Address"]["NodeID"]]
-    return node, info["Pid"]
+    raylets = {n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: n for n in cluster.worker_nodes}
+    learners = [p for p in psutil.process_iter(["cmdline", "ppid"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Learner")]
+    (node,) = {raylets[p.info["ppid"]] for p in learners if p.info["ppid"] in raylets}  # one learner in this cluster
+    return node
 
 
 def kill_the_learners_node_at_step(monkeypatch, cluster, at: int) -> list:
@@ -57,9 +56,7 @@ def kill_the_learners_node_at_step(monkeypatch, cluster, at: int) -> list:
 
     def step(step, *args, **kwargs):
         if step == at and not killed:
-            node, pid = live_learner(cluster)
-            os.kill(pid, signal.SIGKILL)  # with its raylet: a worker may outlive the raylet a moment and answer
-            cluster.remove_node(node, allow_graceful=False)
+            cluster.remove_node(learners_node(cluster), allow_graceful=False)
             killed.append(step)
         return real(step, *args, **kwargs)
 
