@@ -167,13 +167,13 @@ def by_visit(returns: np.ndarray, visit: np.ndarray, n_boot: int = 2000, seed: i
     they are harder whatever the length, and the mix of visits differs between kinds of story.
     ``returns``, ``visit`` (videos, scenes): ``per_scene_table``'s."""
     out: dict = {}
+    pooled = lambda t, c, axis=-1: t.sum(axis) / c.sum(axis)  # noqa: E731
     for name, lo, hi in VISITS:
         picked = (visit >= lo) & (visit < hi) & ~np.isnan(returns)
         total, count = np.where(picked, returns, 0.0).sum(1), picked.sum(1).astype(float)
         if not count.sum():
             out[name] = None
             continue
-        pooled = lambda t, c, axis=-1: t.sum(axis) / c.sum(axis)  # noqa: E731
         out[name] = {"mean": _num(total.sum() / count.sum()), "ci95": bootstrap_ci((total, count), pooled, n_boot, seed),
                      "scenes": int(count.sum())}  # fmt: skip
     return out
