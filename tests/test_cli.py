@@ -270,10 +270,10 @@ def test_the_generator_cli_keeps_its_flags(monkeypatch, capsys):
                         {"steps": 0, "seconds": 0, "final_loss": 0.0})  # fmt: skip
     gen_train.main(["--minutes", "1", "--max-steps", "9", "--seed", "2", "--threads", "1", "--decay-steps", "3", "--lr", "1e-3",
                     "--warmup-steps", "4", "--text-steps", "5", "--target-shares", "0.4,0.2,0.4", "--long-shares", "0.25,0.25,0.25,0.25",
-                    "--context-noise", "0.2", "--init", "a.pt", "--out", "b.pt"])  # fmt: skip
+                    "--context-noise", "0.2", "--long-scenes", "16", "--init", "a.pt", "--out", "b.pt"])  # fmt: skip
     tc = seen["tc"]
-    assert (tc.minutes, tc.max_steps, tc.seed, tc.threads, tc.decay_steps, tc.lr, tc.warmup_steps, tc.text_steps, tc.context_noise) == (
-        1.0, 9, 2, 1, 3, 1e-3, 4, 5, 0.2)  # fmt: skip
+    assert (tc.minutes, tc.max_steps, tc.seed, tc.threads, tc.decay_steps, tc.lr, tc.warmup_steps, tc.text_steps, tc.context_noise,
+            tc.long_scenes) == (1.0, 9, 2, 1, 3, 1e-3, 4, 5, 0.2, 16)  # fmt: skip
     assert tc.mixture.targets == (0.4, 0.2, 0.4) and tc.mixture.long == (0.25, 0.25, 0.25, 0.25) and (seen["init"], seen["out"]) == ("a.pt", "b.pt")
     with pytest.raises(SystemExit):
         gen_train.main(["--target-shares", "0.5,0.5,0.5"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inflvg.generator.contexts import sample_long, subject_tokens, target_context
-from inflvg.generator.train import TrainConfig, train, train_step
+from inflvg.generator.train import TrainConfig, train, train_step, training_stories
 from inflvg.world import render_story, sample_story
 
 
@@ -28,6 +28,23 @@ def test_train_step_moves_parameters(tiny):
     with torch.no_grad():
         for p, b in zip(model.parameters(), before, strict=True):
             p.copy_(b)
+
+
+def test_long_stories_train_with_a_cast_of_8_and_far_returns(tiny):
+    from inflvg.world.story import return_gaps
+
+    model, world, ctx = tiny
+    tc = TrainConfig(videos_per_step=2, targets_per_video=3, long_scenes=12)
+    stories = training_stories(world, tc, seed=7, n=2)
+    assert [len(s.scenes) for s in stories] == [12, 12] and all(len(s.cast) == 8 for s in stories)
+    assert min(g for s in stories for g in return_gaps(s)) >= 5
+    assert [len(s.scenes) for s in training_stories(world, TrainConfig(), seed=7, n=2)] == [world.n_scenes] * 2
+    model.train().requires_grad_(True)
+    loss = train_step(model, world, ctx, tc, seed=7, rng=np.random.default_rng(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.zero_grad(set_to_none=True)
+    model.eval().requires_grad_(False)
 
 
 def test_training_contexts_respect_the_layout(tiny):

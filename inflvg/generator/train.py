@@ -21,7 +21,7 @@ import torch
 
 from .. import cli
 from ..config import ContextConfig, GeneratorConfig, WorldConfig
-from ..world.story import render_story, sample_story
+from ..world.story import Story, render_story, sample_long_story, sample_story
 from .contexts import Mixture, choose_targets, target_context
 from .model import Context, Generator
 from .tokens import to_unit
@@ -58,6 +58,10 @@ class TrainConfig:
     context_noise: float = 0.1
     """Frames encoded as context get Gaussian noise of a std drawn per frame from [0, this] (in the
     [-1, 1] pixel range), so the generator meets imperfect past frames, as its own are, in training."""
+    long_scenes: int = 0
+    """If positive, context steps train on stories of this many scenes drawn the way the long
+    benchmark draws them (``sample_long_story``: a cast of 8, returns at least 5 scenes apart), so
+    the generator meets far frame positions and a larger cast; 0: the world's own stories."""
 
 
 def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contexts, vids) -> Context:
@@ -95,14 +99,22 @@ def build_context(model: Generator, kv_full, full_row, kv_long, n_frames, contex
     return Context(kv=kv, pos=pos, valid=valid)
 
 
+def training_stories(world: WorldConfig, tc: TrainConfig, seed: int, n: int) -> list[Story]:
+    """The n training stories of a context step: the world's, or long ones (``TrainConfig.long_scenes``)."""
+    if tc.long_scenes > 0:
+        return [sample_long_story(seed + i, "train", tc.long_scenes) for i in range(n)]
+    return [sample_story(seed + i, "train", world.n_scenes, world.cast_size) for i in range(n)]
+
+
 def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfig, seed: int, rng) -> torch.Tensor:
-    stories = [sample_story(seed + i, "train", world.n_scenes, world.cast_size) for i in range(tc.videos_per_step)]
+    stories = training_stories(world, tc, seed, tc.videos_per_step)
+    n_scenes = len(stories[0].scenes)
     videos = [render_story(s, world) for s in stories]
     frames = to_unit(np.stack([v.frames for v in videos]))  # (B, T, H, W, 3)
     n_vid, n_frames = frames.shape[:2]
     scene_of = torch.tensor(np.stack([v.scene for v in videos]))  # (B, T)
     text = model.encode_text([p for s in stories for p in s.prompts()])
-    text_row = lambda b, f: b * world.n_scenes + int(scene_of[b, f])  # noqa: E731
+    text_row = lambda b, f: b * n_scenes + int(scene_of[b, f])  # noqa: E731
     seen = noisy_context(frames, tc.context_noise)
     long_side = model.cfg.patch * model.cfg.merge
     vids, contexts = [], []
@@ -110,7 +122,7 @@ def train_step(model, world: WorldConfig, ctx_cfg: ContextConfig, tc: TrainConfi
         for t in choose_targets(story, world, tc.targets_per_video, rng, tc.mixture):
             vids.append(b)
             contexts.append(target_context(t, video, world, ctx_cfg, model.long_tokens_per_frame, long_side, rng, tc.mixture))
-    t_freqs = model.t_freqs(model.cfg.horizon_frames)
+    t_freqs = model.t_freqs(max(model.cfg.horizon_frames, n_frames))  # FLEX-scaled as generation scales a video this long
     needed = sorted({(b, f) for b, c in zip(vids, contexts, strict=True) for f in c.sink + c.window if f >= 0})
     full_row = {bf: i for i, bf in enumerate(needed)}
     nb = torch.tensor([b for b, _ in needed], dtype=torch.long)
@@ -251,6 +263,8 @@ class TrainArgs:
     """Shares of long-term selections: subject, random, newest, none (comma-separated, summing to 1)."""
     context_noise: float = TrainConfig.context_noise
     """Max std of the Gaussian noise on context frames (in the [-1, 1] pixel range)."""
+    long_scenes: int = TrainConfig.long_scenes
+    """Train on long stories of this many scenes (a cast of 8, returns at least 5 scenes apart); 0: the world's stories."""
     out: str = "inflvg/weights/generator.pt"
     """Where the weights are saved (every TrainConfig.save_every steps and at the end)."""
     init: str | None = None
@@ -258,13 +272,15 @@ class TrainArgs:
 
     def __post_init__(self) -> None:
         Mixture(self.target_shares, self.long_shares)  # pyright: ignore[reportArgumentType]  # its own checks: counts and sums
+        if self.long_scenes < 0:
+            raise ValueError(f"TrainArgs.long_scenes must be >= 0 (0: the world's 8-scene stories), got {self.long_scenes}")
 
     def train_config(self) -> TrainConfig:
         mixture = Mixture(self.target_shares, self.long_shares)  # pyright: ignore[reportArgumentType]
         return TrainConfig(
             minutes=self.minutes, max_steps=self.max_steps, seed=self.seed + self.seed_offset, threads=self.threads, lr=self.lr,
             warmup_steps=self.warmup_steps, decay_steps=self.decay_steps, context_noise=self.context_noise, text_steps=self.text_steps,
-            mixture=mixture,
+            long_scenes=self.long_scenes, mixture=mixture,
         )  # fmt: skip
 
 
