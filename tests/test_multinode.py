@@ -4,7 +4,10 @@ it is killed mid-run, raylet and workers; Ray restarts the learner on the other,
 last checkpoint through the storage URI (the only place both processes know), and the run ends
 with the weights of an undisturbed run."""
 
+import contextlib
 import json
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,15 +41,25 @@ def run_config(tmp_path: Path, name: str):
                    learner_resources=tuple(LEARNER.items()), tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")  # fmt: skip
 
 
-def learners_node(cluster):
-    """The node whose raylet is the parent of the learner's worker process."""
+def learners_node(cluster) -> tuple:
+    """(the node whose raylet is the parent of the learner's worker process, that process's pids)."""
     import psutil
     from ray._private import ray_constants
 
     raylets = {n.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid: n for n in cluster.worker_nodes}
     learners = [p for p in psutil.process_iter(["cmdline", "ppid"]) if (p.info["cmdline"] or [""])[0].startswith("ray::Learner")]
-    (node,) = {raylets[p.info["ppid"]] for p in learners if p.info["ppid"] in raylets}  # one learner in this cluster
-    return node
+    on_nodes = [p for p in learners if p.info["ppid"] in raylets]
+    (node,) = {raylets[p.info["ppid"]] for p in on_nodes}  # one learner in this cluster
+    return node, [p.pid for p in on_nodes]
+
+
+def kill_node(cluster, node, pids: list[int]) -> None:
+    """Remove the node (its raylet and object store), then kill its learner process: a worker notices
+    its raylet's death only a moment later and could still answer a call that is under way."""
+    cluster.remove_node(node, allow_graceful=False)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # it had already gone with its raylet
+            os.kill(pid, signal.SIGKILL)
 
 
 def kill_the_learners_node_at_step(monkeypatch, cluster, at: int) -> list:
@@ -56,7 +69,7 @@ def kill_the_learners_node_at_step(monkeypatch, cluster, at: int) -> list:
 
     def step(step, *args, **kwargs):
         if step == at and not killed:
-            cluster.remove_node(learners_node(cluster), allow_graceful=False)
+            kill_node(cluster, *learners_node(cluster))
             killed.append(step)
         return real(step, *args, **kwargs)
 
