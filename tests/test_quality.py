@@ -114,6 +114,9 @@ def test_compare_takes_the_paired_difference_of_two_runs_and_refuses_other_video
         paired_difference(a, run([0.1] * 4, videos=4), "learned")
     assert paired_difference(a | {"config": a["config"] | {"generator": "storyworld"}}, b | {"config": b["config"] | {"backend": "storyworld"}},
                              "learned")["combined"]["mean"] == pytest.approx(0.05)  # an earlier version's name for the same setting  # fmt: skip
+    other_weights = paired_difference(a | {"config": a["config"] | {"weights": "long.pt"}}, b | {"config": b["config"] | {"weights": "shipped"}},
+                                      "learned")  # fmt: skip
+    assert other_weights["combined"]["mean"] == pytest.approx(0.05)  # two generators on the same prompt sets and noise
     with pytest.raises(ValueError, match="no strategy 'oracle'"):
         paired_difference(a, b, "oracle")
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
@@ -121,6 +124,7 @@ def test_compare_takes_the_paired_difference_of_two_runs_and_refuses_other_video
         p.write_text(json.dumps(r))
     result = main([str(paths[0]), str(paths[1]), "--out", str(tmp_path / "d.json")])
     assert result["difference"]["combined"]["mean"] == pytest.approx(0.2 / 3) and "| combined | 0.800 | 0.733 | +0.067" in capsys.readouterr().out
+    assert result["weights"] == ["shipped", "shipped"]
     with pytest.raises(SystemExit):
         main([str(paths[0]), str(tmp_path / "missing.json")])
 

@@ -1,9 +1,10 @@
-"""Paired comparison of one strategy across two benchmark runs, e.g. two trained policies:
+"""Paired comparison of one strategy across two benchmark runs, e.g. two trained policies, or two
+generator weights (``--weights``) under the same strategy:
 
     python -m inflvg.bench.compare A.json B.json --strategy learned --out F.json
 
 Both runs must have measured the same prompt sets with the same noise (the same split, seed, prompt
-file, video count, generator and budget); the difference A - B is then taken video by video, with
+file, video count, generator backend and budget); the difference A - B is then taken video by video, with
 a 95% bootstrap interval over prompt sets (``quality.bootstrap_ci``), for every metric, at the
 runs' shortest quality length (``per_video``). Prints a table and writes F.json.
 """
@@ -20,8 +21,9 @@ import tyro
 from .. import cli
 from .quality import METRICS, bootstrap_ci
 
-PAIRED_ON = ("split", "prompts", "seed", "videos", "generator", "weights", "frames_per_scene", "budget_k", "window_frames")
-"""Config keys two runs must share for their videos to be the same prompt sets and noise."""
+PAIRED_ON = ("split", "prompts", "seed", "videos", "generator", "frames_per_scene", "budget_k", "window_frames")
+"""Config keys two runs must share for their videos to be the same prompt sets and noise (the
+weights may differ: the prompt sets and the noise do not depend on them)."""
 RENAMED = {"generator": "backend"}
 """Keys that results written by earlier versions name otherwise."""
 
@@ -66,8 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     with cli.usage_errors(prog, ValueError, OSError):
         a, b = (json.loads(Path(p).read_text()) for p in (args.a, args.b))
         difference = paired_difference(a, b, args.strategy)
-    result = {"a": args.a, "b": args.b, "strategy": args.strategy, "videos": a["config"].get("videos"), "difference": difference}
-    print(f"{args.strategy}: A = {args.a}, B = {args.b}, {result['videos']} paired videos\n")
+    weights = [r["config"].get("weights", "shipped") for r in (a, b)]
+    result = {"a": args.a, "b": args.b, "strategy": args.strategy, "videos": a["config"].get("videos"), "weights": weights,
+              "difference": difference}  # fmt: skip
+    print(f"{args.strategy}: A = {args.a} (weights {weights[0]}), B = {args.b} (weights {weights[1]}), {result['videos']} paired videos\n")
     print("| metric | A | B | A - B [95%] |\n|---|---|---|---|")
     for m, d in result["difference"].items():
         print(f"| {m} | {d['a']:.3f} | {d['b']:.3f} | {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}] |")
