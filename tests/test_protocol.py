@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from portable_frames import GOLDEN, STRATEGIES
+from portable_frames import GOLDEN, STRATEGIES, portable_hashes
 
 from inflvg.protocol import Generator, Tokenizer, VideoCache, load_backend
 
@@ -31,8 +31,6 @@ def test_unknown_backend_is_a_clear_error():
 
 @pytest.fixture(scope="module")
 def portable() -> dict[str, list[str]]:
-    from portable_frames import portable_hashes
-
     return portable_hashes()
 
 
