@@ -50,7 +50,7 @@ bench: $(VENV)/.installed
 readers: $(VENV)/.installed
 	$(PY) -m inflvg.world.readers_check --videos 64 --seed $(SEED) --out results/readers.json
 
-# remakes the shipped weights in five stages, about 90 minutes on 1 thread (see README, The generator);
+# remakes the shipped weights in seven stages, about 130 minutes on 1 thread (see README, The generator);
 # each stage is a preset of inflvg.generator.train (its RECIPE: every hyperparameter, the input and output paths)
 GEN := $(PY) -m inflvg.generator.train --seed $(SEED)
 generator: $(VENV)/.installed
@@ -59,6 +59,8 @@ generator: $(VENV)/.installed
 	$(GEN) --preset recall
 	$(GEN) --preset recall2
 	$(GEN) --preset recall3
+	$(GEN) --preset long
+	$(GEN) --preset long2
 
 clean-env:
 	rm -rf $(VENV)

@@ -239,7 +239,7 @@ def test_toy_errors(argv, expected, capsys):
 # ------------------------------------------------------------------ the other entry points
 
 
-def test_the_generator_recipe_is_the_makefile_s_five_stages():
+def test_the_generator_recipe_is_the_makefile_s_seven_stages():
     """The stages `make generator` ran as literal flags (threads 1, 120 minutes, seed SEED + offset)."""
     from inflvg.generator.contexts import Mixture
     from inflvg.generator.train import RECIPE, TrainArgs, TrainConfig
@@ -251,7 +251,9 @@ def test_the_generator_recipe_is_the_makefile_s_five_stages():
                    "runs/generator/text.pt", "runs/generator/scenes.pt"),
         "recall": ({"lr": 1e-3, "max_steps": 2800, **recall}, 1, "runs/generator/scenes.pt", "runs/generator/recall.pt"),
         "recall2": ({"lr": 5e-4, "max_steps": 3200, **recall}, 2, "runs/generator/recall.pt", "runs/generator/recall2.pt"),
-        "recall3": ({"lr": 5e-4, "max_steps": 3600, **recall}, 3, "runs/generator/recall2.pt", "inflvg/weights/generator.pt"),
+        "recall3": ({"lr": 5e-4, "max_steps": 3600, **recall}, 3, "runs/generator/recall2.pt", "runs/generator/recall3.pt"),
+        "long": ({"lr": 5e-4, "max_steps": 4000, "long_scenes": 16, **recall}, 4, "runs/generator/recall3.pt", "runs/generator/long.pt"),
+        "long2": ({"lr": 5e-4, "max_steps": 4400, "long_scenes": 16, **recall}, 5, "runs/generator/long.pt", "inflvg/weights/generator.pt"),
     }  # fmt: skip
     assert list(RECIPE) == list(expected)
     for name, (changes, offset, init, out) in expected.items():

@@ -246,7 +246,7 @@ class TrainArgs:
     seed: int = 0
     """Base seed; the run is seeded with seed + seed_offset."""
     seed_offset: int = 0
-    """Added to --seed: the recipe's later stages draw other stories than the earlier ones (recall +1, recall2 +2, recall3 +3)."""
+    """Added to --seed: the recipe's later stages draw other stories than the earlier ones (recall +1, recall2 +2, ... long2 +5)."""
     threads: int = TrainConfig.threads
     """torch intra-op threads."""
     decay_steps: int = 0
@@ -284,8 +284,9 @@ class TrainArgs:
         )  # fmt: skip
 
 
-# The recipe of the shipped weights (`make generator`): five stages on one thread, each continuing
-# the previous one's weights, about 90 minutes in all (docs/guide.md, The StoryWorld backend).
+# The recipe of the shipped weights (`make generator`): seven stages on one thread, each continuing
+# the previous one's weights, about 130 minutes in all (docs/guide.md, The StoryWorld backend); the
+# last two train on 16-scene stories with a cast of 8 (docs/RESULTS.md, A generator stage on long stories).
 _STAGE = TrainArgs(threads=1, minutes=120.0)
 _RECALL = replace(_STAGE, warmup_steps=30, decay_steps=400, target_shares=(0.7, 0.15, 0.15), long_shares=(0.85, 0.05, 0.05, 0.05))
 RECIPE: dict[str, TrainArgs] = {
@@ -294,12 +295,15 @@ RECIPE: dict[str, TrainArgs] = {
                       init="runs/generator/text.pt", out="runs/generator/scenes.pt"),
     "recall": replace(_RECALL, seed_offset=1, lr=1e-3, max_steps=2800, init="runs/generator/scenes.pt", out="runs/generator/recall.pt"),
     "recall2": replace(_RECALL, seed_offset=2, lr=5e-4, max_steps=3200, init="runs/generator/recall.pt", out="runs/generator/recall2.pt"),
-    "recall3": replace(_RECALL, seed_offset=3, lr=5e-4, max_steps=3600, init="runs/generator/recall2.pt", out="inflvg/weights/generator.pt"),
+    "recall3": replace(_RECALL, seed_offset=3, lr=5e-4, max_steps=3600, init="runs/generator/recall2.pt", out="runs/generator/recall3.pt"),
+    "long": replace(_RECALL, seed_offset=4, lr=5e-4, max_steps=4000, long_scenes=16, init="runs/generator/recall3.pt", out="runs/generator/long.pt"),
+    "long2": replace(_RECALL, seed_offset=5, lr=5e-4, max_steps=4400, long_scenes=16, init="runs/generator/long.pt", out="inflvg/weights/generator.pt"),
 }  # fmt: skip
-"""The stages of the recipe, in order, by name: ``--preset text`` ... ``--preset recall3``."""
+"""The stages of the recipe, in order, by name: ``--preset text`` ... ``--preset long2``."""
 
 PRESET_HELP = ("A stage of the recipe of the shipped weights, run in this order: text (drawing from the prompt alone), "
-               "scenes, recall, recall2, recall3 (each continues the previous stage's weights); the other flags override it. "
+               "scenes, recall, recall2, recall3, long, long2 (each continues the previous stage's weights; the last two on "
+               "16-scene stories with a cast of 8); the other flags override it. "
                "Without it: TrainConfig's defaults.")  # fmt: skip
 
 
