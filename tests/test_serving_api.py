@@ -207,7 +207,11 @@ def test_compatible_requests_share_a_batch_and_keep_their_own_video(server):
         together = list(pool.map(lambda b: post(url, b), bodies))
     assert all(r.status_code == 200 for r in together)
     assert max(r.json()["batch_size"] for r in together) >= 2
-    assert np.array_equal(np.stack(decode(alone["video"])), np.stack(decode(together[0].json()["video"])))
+    own = np.stack(decode(alone["video"])).astype(np.float64)
+    gaps = [float(np.abs(own - np.stack(decode(r.json()["video"]))).mean()) for r in together]
+    # a batched matmul may round a pixel one level apart before encoding (measured: 6e-4 mean after it);
+    # a batch-mate's video differs everywhere (about 80)
+    assert gaps[0] < 0.1 and min(gaps[1:]) > 5.0, gaps
 
 
 def test_long_request_streams_progress_then_the_result(server):
