@@ -40,8 +40,9 @@ class Job:
     def batch_key(self) -> tuple:
         """Jobs with equal keys are generated in one batch. Every row of a batch gets the noise
         of ``seed`` (``shared_noise``), so a video depends only on its own request, never on its
-        batch-mates (up to float rounding: a batched matmul may round a pixel one level apart). Two kinds run alone: refinement (its own policy) and 'random', whose draws
-        come from one generator shared by the batch's rows."""
+        batch-mates (up to float rounding: a batched matmul may round a pixel one level apart).
+        Two kinds run alone: refinement (its own policy) and 'random', whose draws come from one
+        generator shared by the batch's rows."""
         if self.refine_steps or self.strategy == "random":
             return ("alone", self.request_id)
         return (self.prompt_set.n_scenes, self.frames_per_scene, self.budget_k, self.strategy, self.seed)

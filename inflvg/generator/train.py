@@ -289,6 +289,7 @@ class TrainArgs:
 # last two train on 16-scene stories with a cast of 8 (docs/RESULTS.md, A generator stage on long stories).
 _STAGE = TrainArgs(threads=1, minutes=120.0)
 _RECALL = replace(_STAGE, warmup_steps=30, decay_steps=400, target_shares=(0.7, 0.15, 0.15), long_shares=(0.85, 0.05, 0.05, 0.05))
+_LONG = replace(_RECALL, lr=5e-4, long_scenes=16)
 RECIPE: dict[str, TrainArgs] = {
     "text": replace(_STAGE, lr=1.5e-3, text_steps=800, max_steps=800, decay_steps=3000, out="runs/generator/text.pt"),
     "scenes": replace(_STAGE, lr=1.5e-3, max_steps=2400, decay_steps=2200, target_shares=(0.5, 0.2, 0.3), long_shares=(0.65, 0.15, 0.1, 0.1),
@@ -296,8 +297,8 @@ RECIPE: dict[str, TrainArgs] = {
     "recall": replace(_RECALL, seed_offset=1, lr=1e-3, max_steps=2800, init="runs/generator/scenes.pt", out="runs/generator/recall.pt"),
     "recall2": replace(_RECALL, seed_offset=2, lr=5e-4, max_steps=3200, init="runs/generator/recall.pt", out="runs/generator/recall2.pt"),
     "recall3": replace(_RECALL, seed_offset=3, lr=5e-4, max_steps=3600, init="runs/generator/recall2.pt", out="runs/generator/recall3.pt"),
-    "long": replace(_RECALL, seed_offset=4, lr=5e-4, max_steps=4000, long_scenes=16, init="runs/generator/recall3.pt", out="runs/generator/long.pt"),
-    "long2": replace(_RECALL, seed_offset=5, lr=5e-4, max_steps=4400, long_scenes=16, init="runs/generator/long.pt", out="inflvg/weights/generator.pt"),
+    "long": replace(_LONG, seed_offset=4, max_steps=4000, init="runs/generator/recall3.pt", out="runs/generator/long.pt"),
+    "long2": replace(_LONG, seed_offset=5, max_steps=4400, init="runs/generator/long.pt", out="inflvg/weights/generator.pt"),
 }  # fmt: skip
 """The stages of the recipe, in order, by name: ``--preset text`` ... ``--preset long2``."""
 
