@@ -3,7 +3,7 @@ the large arrays, and the serialized size of any record.
 
 Shapes come from the real classes: the generator's ``GeneratorSpec`` (a Wan preset is built on the meta
 device: no weights), its tokenizer on the real prompt texts (L), ``policy.candidate_features`` on meta
-tensors (the policy's input width D = d_feature + N_EXTRA + L), ``Transition``/``Rollout`` filled with
+tensors (the policy's input width D = d_feature + N_EXTRA + 2L), ``Transition``/``Rollout`` filled with
 zero-stride numpy views (``np.broadcast_to``: ``nbytes`` is the full size, no memory is used), and the
 learner's padded batch from ``collate_transitions`` on the meta device.
 """

@@ -65,18 +65,34 @@ def word_overlap(now_ids: torch.Tensor, past_ids: torch.Tensor, pool_scenes: np.
     return in_scene[:, torch.as_tensor(pool_scenes, dtype=torch.long, device=in_scene.device)].float()
 
 
+def first_mention(overlap: torch.Tensor, pool_scenes: np.ndarray) -> torch.Tensor:
+    """overlap (B, N, L) from ``word_overlap``, pool_scenes (N,) -> (B, N, L) float32, 1 where the
+    candidate's scene is the earliest in the pool whose prompt contains current word l.
+
+    A name's first mention is usually where its character was described and first drawn; later
+    mentions were drawn from memory and may have come out wrong, and a return copied from them
+    copies the mistake. The word overlap alone cannot tell the two apart, and at 16x a character
+    has a dozen earlier scenes (docs/RESULTS.md, Quality at long horizons)."""
+    scenes = torch.as_tensor(pool_scenes, dtype=torch.long, device=overlap.device)[None, :, None]  # (1, N, 1)
+    has = overlap > 0
+    earliest = torch.where(has, scenes, torch.iinfo(torch.long).max).amin(1, keepdim=True)  # (B, 1, L)
+    return (has & (scenes == earliest)).float()
+
+
 def candidate_features(features: torch.Tensor, pool: Pool, now_frame: int, overlap: torch.Tensor) -> torch.Tensor:
     """Backend features (B, N, d), the pool's geometry, word overlap (B, N, L) from ``word_overlap``
-    -> the policy's candidate features (B, N, d + N_EXTRA + L), fp32.
+    -> the policy's candidate features (B, N, d + N_EXTRA + 2L), fp32.
 
     Extras: relative age (now - frame) / now in (0, 1], and the token's row and column on its
-    frame's grid of long-term tokens (any shape), each in [0, 1]."""
+    frame's grid of long-term tokens (any shape), each in [0, 1]. Then the word overlap and each
+    word's first mention (``first_mention``)."""
     b, n, _ = features.shape
     (rows, cols), frame = pool.grid, pool.frame
     age = (now_frame - frame.astype(np.float32)) / max(now_frame, 1)
     row, col = pool.row / max(rows - 1, 1), pool.col / max(cols - 1, 1)
     extras = torch.as_tensor(np.stack([age, row, col], -1), dtype=torch.float32, device=features.device).reshape(n, N_EXTRA)
-    return torch.cat([features.float(), extras.expand(b, n, N_EXTRA), overlap.float().to(features.device)], -1)
+    overlap = overlap.float().to(features.device)
+    return torch.cat([features.float(), extras.expand(b, n, N_EXTRA), overlap, first_mention(overlap, pool.scene)], -1)
 
 
 def _ranked(scores: torch.Tensor, k: int, valid: torch.Tensor) -> torch.Tensor:
@@ -107,14 +123,16 @@ def top_k(logits, k: int, valid=None) -> torch.Tensor:
 
 
 class SelectionPolicy(nn.Module):
-    """Scores candidates: (features (B, N, d_feature + N_EXTRA + L), prompt) -> logits (B, N), -inf on padding.
+    """Scores candidates: (features (B, N, d_feature + N_EXTRA + 2L), prompt) -> logits (B, N), -inf on padding.
 
     tokens -> LayerNorm + linear; cross-attention from tokens (queries) to prompt tokens (keys/
     values, masked); residual; MLP head. A second term adds, for every word of the current prompt
     that the candidate's own scene prompt also contained, a learned weight of that word: a token
     made under "character B ..." can then be preferred when the prompt names character B, a
-    match the MLP would otherwise have to learn as an interaction between token and prompt.
-    Both terms start at (or near) zero, so a fresh policy is close to uniform (random-K) and
+    match the MLP would otherwise have to learn as an interaction between token and prompt. A third
+    term does the same for the scene where the word was first mentioned (``first_mention``), so that
+    a return can prefer the character's first appearance over its later ones.
+    All terms start at (or near) zero, so a fresh policy is close to uniform (random-K) and
     training moves it away from there."""
 
     def __init__(self, cfg: PolicyConfig):
@@ -134,20 +152,27 @@ class SelectionPolicy(nn.Module):
         self.word_weight = nn.Linear(cfg.d_model, 1)
         nn.init.zeros_(self.word_weight.weight)
         nn.init.zeros_(self.word_weight.bias)
+        self.first_weight = nn.Linear(cfg.d_model, 1)
+        nn.init.zeros_(self.first_weight.weight)
+        nn.init.zeros_(self.first_weight.bias)
 
     def forward(self, features, prompt_tokens, prompt_mask, valid=None) -> torch.Tensor:
-        """features (B, N, d_feature + N_EXTRA + L) from ``candidate_features``, prompt_tokens (B, L, d_prompt),
+        """features (B, N, d_feature + N_EXTRA + 2L) from ``candidate_features``, prompt_tokens (B, L, d_prompt),
         prompt_mask (B, L) bool (True on real tokens), valid (B, N) bool or None -> logits (B, N), -inf where invalid."""
         d, length = self.cfg.d_feature + N_EXTRA, prompt_tokens.shape[1]
-        if features.shape[-1] != d + length:
+        if features.shape[-1] != d + 2 * length:
             raise ValueError(f"candidate features are {features.shape[-1]} wide; this policy needs d_feature + N_EXTRA + "
-                             f"prompt length = {d} + {length}: build them with candidate_features")  # fmt: skip
-        feats, extras, overlap = features[..., : self.cfg.d_feature], features[..., self.cfg.d_feature : d], features[..., d:]
+                             f"2 x prompt length = {d} + 2 x {length}: build them with candidate_features")  # fmt: skip
+        feats, extras = features[..., : self.cfg.d_feature], features[..., self.cfg.d_feature : d]
+        overlap, first = features[..., d : d + length], features[..., d + length :]  # (B, N, L) each
         h = self.token_in(torch.cat([self.norm_feat(feats), extras], -1))  # (B, N, d_model)
         p = self.prompt_in(prompt_tokens)  # (B, L, d_model)
         attended, _ = self.cross(h, p, p, key_padding_mask=~prompt_mask.bool(), need_weights=False)
-        word = self.word_weight(p).squeeze(-1).masked_fill(~prompt_mask.bool(), 0.0)  # (B, L)
-        logits = (self.head(h + attended).squeeze(-1) + (overlap * word[:, None, :]).sum(-1)) / self.cfg.temperature  # (B, N)
+        pad = ~prompt_mask.bool()
+        word = self.word_weight(p).squeeze(-1).masked_fill(pad, 0.0)  # (B, L)
+        first_word = self.first_weight(p).squeeze(-1).masked_fill(pad, 0.0)  # (B, L)
+        words = (overlap * word[:, None, :] + first * first_word[:, None, :]).sum(-1)  # (B, N)
+        logits = (self.head(h + attended).squeeze(-1) + words) / self.cfg.temperature  # (B, N)
         return logits if valid is None else logits.masked_fill(~valid, float("-inf"))
 
 
@@ -177,7 +202,7 @@ class SelectionStep:
     """What the policy saw and did at one scene change, for a batch of B videos (CPU, fp32)."""
 
     scene: int
-    features: torch.Tensor  # (B, N, d_feature + N_EXTRA + L) float32 candidate inputs the policy saw
+    features: torch.Tensor  # (B, N, d_feature + N_EXTRA + 2L) float32 candidate inputs the policy saw
     prompt_tokens: torch.Tensor  # (B, L, d_prompt) float32
     prompt_mask: torch.Tensor  # (B, L) bool
     chosen: torch.Tensor  # (B, K) int64, -1 for an empty slot
@@ -259,5 +284,7 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Selecti
         raise FileNotFoundError(f"no policy checkpoint at {path}; write one with save_policy(policy, path)")
     blob = torch.load(path, map_location=device, weights_only=True)
     policy = SelectionPolicy(PolicyConfig(**blob["config"])).to(device)
-    policy.load_state_dict(blob["state_dict"])
-    return policy
+    missing, unexpected = policy.load_state_dict(blob["state_dict"], strict=False)
+    if unexpected or any(not k.startswith("first_weight.") for k in missing):
+        raise ValueError(f"{path} is not a SelectionPolicy checkpoint of this version: missing {missing}, unexpected {unexpected}")
+    return policy  # a checkpoint from before the first-mention term keeps it at zero, as it was trained

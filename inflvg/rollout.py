@@ -20,7 +20,7 @@ class Transition:
     """One scene change of one video: the action (K pool tokens) and what the policy saw."""
 
     scene: int  # index of the scene whose context this selection fills
-    features: np.ndarray  # (N, D) float32 candidate features the policy saw (D = d_feature + policy.N_EXTRA + L)
+    features: np.ndarray  # (N, D) float32 candidate features the policy saw (D = d_feature + policy.N_EXTRA + 2L)
     prompt_tokens: np.ndarray  # (L, d_prompt) float32 prompt embedding tokens
     prompt_mask: np.ndarray  # (L,) bool, True on real prompt tokens
     chosen: np.ndarray  # (K,) int64 pool indices in pick order, -1 for an empty slot

@@ -73,9 +73,9 @@ def test_a_transition_at_inflvg_scale_is_counted_without_allocating_it(lively_ge
     spec = lively_gen.spec
     t = model_transition(lively_gen, "a knight rides into the forest", scene=3, pool_size=220_000, budget_k=9360)
     length = t.prompt_tokens.shape[0]
-    assert t.features.shape == (220_000, spec.d_feature + 3 + length) and t.features.dtype == np.float32
+    assert t.features.shape == (220_000, spec.d_feature + 3 + 2 * length) and t.features.dtype == np.float32
     assert t.features.base is not None and t.features.strides == (0, 0)  # a view of one element
-    assert modelled_bytes(t) > 220_000 * (spec.d_feature + 3 + length) * 4 + 9360 * 8
+    assert modelled_bytes(t) > 220_000 * (spec.d_feature + 3 + 2 * length) * 4 + 9360 * 8
 
 
 def test_the_driver_hook_returns_bytes_metrics(step):

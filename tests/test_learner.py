@@ -43,7 +43,7 @@ def make_rollouts(weights: dict, seed: int, n_sets: int = 2, group_size: int = 4
             transitions = []
             for s in range(1, scenes):
                 n = 10 - (g + s) % 3
-                overlap = torch.randint(0, 2, (1, n, 5), generator=gen).float()  # word overlaps with 5 prompt words
+                overlap = torch.randint(0, 2, (1, n, 10), generator=gen).float()  # word overlaps and first mentions of 5 prompt words
                 feats = torch.cat([torch.randn(1, n, POLICY.d_feature + N_EXTRA, generator=gen), overlap], -1)  # (1, N, D)
                 mask = torch.ones(1, 5, dtype=torch.bool)
                 mask[0, 4] = s % 2 == 0

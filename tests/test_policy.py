@@ -3,6 +3,7 @@ softmax frequencies, masking, fp32 log-probs, gradients, and a real run inside `
 
 import itertools
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from inflvg.policy import (
     PromptEmbedder,
     SelectionPolicy,
     candidate_features,
+    first_mention,
     gumbel_top_k,
     load_policy,
     plackett_luce_entropy,
@@ -93,8 +95,8 @@ def test_log_prob_and_entropy_are_fp32_with_bf16_logits():
 
 
 def random_features(b: int, n: int, d: int, length: int, g: torch.Generator | None = None) -> torch.Tensor:
-    """(B, N, d + N_EXTRA + L): random encoder features and extras, random 0/1 word overlaps."""
-    return torch.cat([torch.randn(b, n, d + N_EXTRA, generator=g), torch.randint(0, 2, (b, n, length), generator=g).float()], -1)
+    """(B, N, d + N_EXTRA + 2L): random encoder features and extras, random 0/1 word overlaps and first mentions."""
+    return torch.cat([torch.randn(b, n, d + N_EXTRA, generator=g), torch.randint(0, 2, (b, n, 2 * length), generator=g).float()], -1)
 
 
 def small_policy(d: int = 32) -> SelectionPolicy:
@@ -220,6 +222,23 @@ def test_word_overlap_marks_the_current_words_each_candidates_scene_prompt_conta
     assert got.tolist() == [[scene1, scene0, scene0, scene1]]
 
 
+def test_first_mention_marks_the_earliest_pool_scene_holding_each_word():
+    overlap = torch.tensor([[[1, 0, 0], [1, 1, 0], [0, 1, 0], [1, 1, 0]]]).float()  # (1, 4 candidates, 3 words)
+    got = first_mention(overlap, np.array([3, 1, 1, 2]))  # the candidates' scenes
+    assert got.tolist() == [[[0, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]]]  # word 0 first in scene 1, word 1 too; word 2 nowhere
+
+
+def test_a_checkpoint_from_before_the_first_mention_term_loads_with_it_at_zero(tmp_path):
+    policy = small_policy()
+    old = {k: v for k, v in policy.state_dict().items() if not k.startswith("first_weight.")}
+    torch.save({"config": asdict(policy.cfg), "state_dict": old}, tmp_path / "old.pt")
+    loaded = load_policy(tmp_path / "old.pt")
+    assert not loaded.first_weight.weight.any() and torch.equal(loaded.word_weight.weight, policy.word_weight.weight)
+    torch.save({"config": asdict(policy.cfg), "state_dict": {k: v for k, v in old.items() if not k.startswith("head.")}}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="head"):
+        load_policy(tmp_path / "bad.pt")
+
+
 def test_candidate_positions_on_a_non_square_grid():
     """Row and column inputs span [0, 1] along each axis of a 3 x 5 grid, age is relative to now."""
     frame, tok = np.repeat([2, 6], 15), np.tile(np.arange(15), 2)
@@ -228,7 +247,7 @@ def test_candidate_positions_on_a_non_square_grid():
     age, row, col = feats[0, :, 8], feats[0, :, 9], feats[0, :, 10]
     assert row[:15].tolist() == [0.0] * 5 + [0.5] * 5 + [1.0] * 5
     assert col[:5].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert age.tolist() == [0.75] * 15 + [0.25] * 15 and feats.shape == (1, 30, 8 + N_EXTRA + 2)
+    assert age.tolist() == [0.75] * 15 + [0.25] * 15 and feats.shape == (1, 30, 8 + N_EXTRA + 2 * 2)
 
 
 def test_free_text_shares_words_through_the_backend_tokenizer(tiny_gen):
@@ -258,7 +277,8 @@ def naming_task(n: int, g: torch.Generator, d: int = 16):
     order = torch.argsort(torch.rand(n, 4, generator=g), -1)  # candidate c comes from scene order[:, c]
     mask = torch.ones(n, 3, dtype=torch.bool)
     overlap = torch.cat([word_overlap(now[i : i + 1] + 1, scenes[i : i + 1] + 1, order[i].numpy()) for i in range(n)])  # ids > 0: words
-    feats = torch.cat([torch.randn(n, 4, d + N_EXTRA, generator=g), overlap], -1)
+    first = torch.cat([first_mention(overlap[i : i + 1], order[i].numpy()) for i in range(n)])
+    feats = torch.cat([torch.randn(n, 4, d + N_EXTRA, generator=g), overlap, first], -1)
     return feats, table[now], mask, torch.argmin(order, -1)  # the target: the candidate from scene 0
 
 
@@ -276,3 +296,37 @@ def test_the_policy_learns_which_shared_prompt_word_names_the_subject():
     with torch.no_grad():
         picked = top_k(policy(feats, prompt, mask), 1)[:, 0]
     assert (picked == target).float().mean() > 0.95  # chance 1/4; "most shared words" picks the decoy
+
+
+def return_task(n: int, g: torch.Generator, d: int = 16):
+    """A third visit: prompt "name action background" and one candidate per earlier scene (scene c
+    -> candidate c); two scenes had the very prompt of now, and the target is the earlier one (the
+    character's first appearance): the word overlap cannot tell them apart."""
+    table = torch.randn(20, d, generator=torch.Generator().manual_seed(98))  # ids 0-3 names, 4-9 backgrounds, 10-19 actions
+    name, bg, act = torch.randint(4, (n,), generator=g), torch.randint(4, 10, (n,), generator=g), torch.randint(10, 20, (n,), generator=g)
+    now = torch.stack([name, act, bg], 1)  # (n, 3)
+    scenes = torch.stack([(name[:, None] + torch.randint(1, 4, (n, 4), generator=g)) % 4, torch.randint(10, 20, (n, 4), generator=g),
+                          torch.randint(4, 10, (n, 4), generator=g)], -1)  # fmt: skip  # (n, 4 scenes, 3): other characters
+    pair = torch.argsort(torch.rand(n, 4, generator=g), -1)[:, :2].sort(-1).values  # (n, 2) the character's two scenes, in order
+    rows = torch.arange(n)
+    scenes[rows, pair[:, 0]] = now
+    scenes[rows, pair[:, 1]] = now
+    overlap = torch.cat([word_overlap(now[i : i + 1] + 1, scenes[i : i + 1] + 1, np.arange(4)) for i in range(n)])  # ids > 0: words
+    feats = torch.cat([torch.randn(n, 4, d + N_EXTRA, generator=g), overlap, first_mention(overlap, np.arange(4))], -1)
+    return feats, table[now], torch.ones(n, 3, dtype=torch.bool), pair[:, 0]
+
+
+def test_the_policy_learns_to_copy_a_returning_character_from_its_first_appearance():
+    policy = SelectionPolicy(PolicyConfig(d_feature=16, d_prompt=16, d_model=16, n_heads=2, hidden=32))
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    for _ in range(60):
+        feats, prompt, mask, target = return_task(64, g)
+        loss = -plackett_luce_log_prob(policy(feats, prompt, mask), target[:, None]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    feats, prompt, mask, target = return_task(400, g)
+    with torch.no_grad():
+        picked = top_k(policy(feats, prompt, mask), 1)[:, 0]
+    assert (picked == target).float().mean() > 0.95  # without first mentions, 1/2 at best
