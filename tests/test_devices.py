@@ -171,7 +171,7 @@ def test_selection_policy_scores_and_samples_on_meta():
     ids = torch.zeros(b, length, dtype=torch.long, device=META)
     overlap = word_overlap(ids, torch.zeros(b, 2, length, dtype=torch.long, device=META), pool.scene)
     feats = candidate_features(pool.features, pool, 6, overlap)
-    assert feats.device == META and feats.shape == (b, n, 32 + 3 + length)
+    assert feats.device == META and feats.shape == (b, n, 32 + 3 + 2 * length)
     logits = policy(feats, torch.empty(b, length, 32, device=META), torch.ones(b, length, dtype=torch.bool, device=META),
                     torch.ones(b, n, dtype=torch.bool, device=META))  # fmt: skip
     assert logits.device == META and logits.shape == (b, n)
