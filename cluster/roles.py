@@ -13,12 +13,12 @@ from typing import Any
 
 from inflvg.policy import load_policy
 from inflvg.rollout import Rollout
-from learner.actor import Learner
 from reward_actors.config import RewardConfig
 from reward_actors.group import RewardGroup
 from rollout_workers.group import RolloutGroup
 
 from .config import ServiceConfig
+from .fence import FencedLearner
 from .hybrid import HybridGroup
 from .recovery import learner_get, wait_for_learner
 
@@ -112,7 +112,7 @@ def start_roles(cfg: ServiceConfig) -> Roles:
     if cfg.topology == "hybrid":
         hybrid = HybridGroup(cfg.rollout, cfg.learner, cfg.call_timeout_s, init)
         return Roles(hybrid, reward_groups(cfg.rewards), None, cfg.call_timeout_s, cfg.learner_max_restarts)
-    learner = ray.remote(Learner).options(
+    learner = ray.remote(FencedLearner).options(
         num_cpus=cfg.learner_num_cpus, num_gpus=cfg.learner.num_gpus, resources=dict(cfg.learner_resources),
         max_restarts=cfg.learner_max_restarts, max_task_retries=0,
     ).remote(cfg.learner, init)  # retries are the driver's: it reloads the last checkpoint first (cluster/recovery.py)

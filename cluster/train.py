@@ -232,14 +232,19 @@ def restore(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoint
 
 def resume_after_loss(cfg: ServiceConfig, roles: Roles, sampler: PromptSampler, checkpoints: str, lost: LearnerLost) -> int:
     """Wait for Ray to restart the learner, restore the last checkpoint (or the start, if there is
-    none yet) and push its weights to the rollout workers -> the step to run next."""
-    print(f"{lost}; resuming from the last checkpoint once the learner is back", flush=True)
-    roles.recover()
-    step = restore(cfg, roles, sampler, checkpoints, "auto")
-    if step == 0:  # no checkpoint yet: the restarted learner holds its seeded initial weights
-        sampler.position = 0
-        roles.push(rollback=True)
-    return step
+    none yet) and push its weights to the rollout workers -> the step to run next. A learner lost
+    again meanwhile is waited for again: ``roles.recover`` raises once restarts are used up."""
+    while True:
+        print(f"{lost}; resuming from the last checkpoint once the learner is back", flush=True)
+        try:
+            roles.recover()
+            step = restore(cfg, roles, sampler, checkpoints, "auto")
+            if step == 0:  # no checkpoint yet: the restarted learner holds its seeded initial weights
+                sampler.position = 0
+                roles.push(rollback=True)
+            return step
+        except LearnerLost as again:
+            lost = again
 
 
 def export_policy(cfg: ServiceConfig, roles: Roles, run_dir: Path, store: Storage) -> Path:
