@@ -83,6 +83,29 @@ def test_scores_scene_by_scene_agree_with_the_video_means_and_drift_pads_shorter
     assert curves["identity"][0] is None and curves["alignment"][0] == 1.0
 
 
+def test_returns_among4_reads_every_cast_size_with_the_same_number_of_choices():
+    """A reading that agrees 4/5 with the subject and 4/5 with one other member (they differ in one
+    colour): the strict reader picks the lower index; among 4 the tie is split (0.5). With a cast
+    of 8, that member is among the 3 drawn in 3/7 of scenes: 1 - 3/7 * 0.5 = 0.786 on average."""
+    from inflvg.bench.quality import right_among
+    from inflvg.world.readers import SubjectReading, which_character
+    from inflvg.world.render import Identity
+
+    look_alike, subject = Identity("circle", "red", "blue", "plain", "small"), Identity("circle", "green", "blue", "plain", "small")
+    far = [Identity(shape, "yellow", c2, pattern, "large") for shape, c2, pattern in
+           [("square", "red", "striped"), ("triangle", "green", "dotted"), ("diamond", "red", "checked"),
+            ("cross", "green", "striped"), ("square", "red", "dotted"), ("triangle", "green", "checked")]]  # fmt: skip
+    reading = SubjectReading("circle", "cyan", "blue", "plain", "small", pixels=100)  # colour1 drawn as neither one
+    cast4 = (look_alike, far[0], subject, far[1])
+    assert which_character(reading, cast4) == 0 and right_among(reading, cast4, 2, scene=5) == 0.5
+    exact = SubjectReading(*subject.attributes(), pixels=100)
+    assert right_among(exact, cast4, 2, scene=5) == 1.0 and right_among(None, cast4, 2, scene=5) == 0.0
+    cast8 = (look_alike, *far[:4], subject, *far[4:])
+    scores = [right_among(reading, cast8, 5, scene=i) for i in range(400)]
+    assert set(scores) == {0.5, 1.0} and 0.74 < np.mean(scores) < 0.83
+    assert right_among(reading, cast8, 5, scene=7) == right_among(reading, cast8, 5, scene=7)  # the same draw for every strategy
+
+
 def test_identity_drift_pools_returns_before_and_after_scene_9():
     """Hand-computed: video A returns at scenes 3 (1.0), 5 (0.5), 10 (0.5); video B at 4 (1.0), 12
     (0.25), 13 (0.75). Scenes 3-8 pool to (1 + 0.5 + 1) / 3, scenes >= 9 to (0.5 + 0.25 + 0.75) / 3."""
@@ -103,7 +126,7 @@ def test_compare_takes_the_paired_difference_of_two_runs_and_refuses_other_video
     from inflvg.bench.compare import main, paired_difference
 
     def run(combined, videos=3):
-        per_video = {m: [0.5] * videos for m in ("alignment", "identity", "artifacts", "character", "returns")}
+        per_video = {m: [0.5] * videos for m in ("alignment", "identity", "artifacts", "character", "returns")}  # no returns_among4: an older run
         return {"config": {"split": "heldout", "seed": 0, "videos": videos}, "per_video": {"learned": per_video | {"combined": combined}}}
 
     a, b = run([0.9, 0.8, 0.7]), run([0.8, 0.8, float("nan")])

@@ -54,7 +54,7 @@ def paired_difference(a: dict, b: dict, strategy: str) -> dict:
         if strategy not in run["per_video"]:
             raise ValueError(f"run {name} has no strategy {strategy!r} (it has {', '.join(run['per_video'])}); pass --strategy")
     out = {}
-    for m in METRICS:
+    for m in (m for m in METRICS if all(m in r["per_video"][strategy] for r in (a, b))):  # results older than a metric lack it
         va, vb = (np.array(r["per_video"][strategy][m], dtype=float) for r in (a, b))
         keep = ~(np.isnan(va) | np.isnan(vb))
         d = va[keep] - vb[keep]

@@ -2,7 +2,9 @@
 
 Per scene: alignment (the read background is the prompted one), character (the reader picks the
 prompted cast member; `returns` counts only the scenes where a character comes back, the ones
-that need memory), artifacts (1 - artifact score, averaged over frames). Per returning scene:
+that need memory; `returns_among4` the same with the reader choosing among the returning subject
+and 3 other cast members, the cast size of the training stories, so that stories with a cast of
+8 are read as those with 4 are), artifacts (1 - artifact score, averaged over frames). Per returning scene:
 identity consistency, the fraction of the 5 attributes on which the subject as read now agrees
 with the subject as read in its first scene of the same video. Combined = mean of alignment,
 identity and artifacts. Everything is 0-1, higher is better, and reported per video so that
@@ -11,7 +13,7 @@ confidence intervals and paired differences are over videos.
 Prompt sets without ground truth (free text) get what the readers can say without it:
 identity against the first earlier scene about the same subject as the prompts name it
 (``inflvg.subjects``), artifacts against the background read from the frames; alignment,
-character and returns are NaN, and combined is the mean of what there is.
+character and the returns are NaN, and combined is the mean of what there is.
 
 Every measure is also kept per scene (``VideoScores.by_scene``: NaN where a scene has none, e.g.
 identity on a first appearance), for the drift curves over scene index (``drift``), with each
@@ -31,7 +33,12 @@ from ..world.readers import SubjectReading, artifact_score, attribute_agreement,
 from ..world.story import Story
 from ..world.vocab import BACKGROUND_NAMES
 
-METRICS = ("alignment", "identity", "artifacts", "combined", "character", "returns")
+METRICS = ("alignment", "identity", "artifacts", "combined", "character", "returns", "returns_among4")
+READER_CHOICES = 4
+"""``returns_among4``'s reader chooses among this many cast members: the returning subject and
+others drawn per scene. With a larger cast, the same drawing is more often closer to some other
+member (cast members differ in as few as 2 of 5 attributes), so the strict ``returns`` falls with
+the cast size, not with the drawing; this keeps the choice the same for every kind of story."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class VideoScores:
     artifacts: float
     character: float
     returns: float  # the right character on returning scenes; nan when none returns
+    returns_among4: float  # the same, the reader choosing among READER_CHOICES cast members (ties split)
     by_scene: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
     """METRIC -> (n_scenes,) the same measures scene by scene (combined: the mean of what the scene has),
     and "visit" -> (n_scenes,) how many earlier scenes the scene's subject had (0: a first appearance)."""
@@ -66,14 +74,14 @@ def score_free_text(ps: PromptSet, frames: np.ndarray, frames_per_scene: int) ->
     earlier = [subject_scenes(ps, i, keys) for i in range(ps.n_scenes)]
     ident = [attribute_agreement(readings[i].subject, readings[e[0]].subject) if e else nan for i, e in enumerate(earlier)]
     nans = [nan] * ps.n_scenes
-    return _scores(nans, ident, artif, nans, nans, [len(e) for e in earlier])
+    return _scores(nans, ident, artif, nans, nans, nans, [len(e) for e in earlier])
 
 
 def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> VideoScores:
     """frames (T, H, W, 3) uint8 of one generated StoryWorld story, measured against its ground truth."""
     first_reading: dict[int, SubjectReading | None] = {}
     nan = float("nan")
-    align, ident, artif, char, back = [], [], [], [], []
+    align, ident, artif, char, back, back4 = [], [], [], [], [], []
     for i, sc in enumerate(story.scenes):
         clip = frames[i * frames_per_scene : (i + 1) * frames_per_scene]
         reading = read_scene(clip)
@@ -83,13 +91,28 @@ def score_story(story: Story, frames: np.ndarray, frames_per_scene: int) -> Vide
         artif.append(1.0 - float(np.mean([artifact_score(f, bg) for f in clip])))
         if sc.character in first_reading:
             back.append(char[-1])
+            back4.append(right_among(reading.subject, story.cast, sc.character, i))
             ident.append(attribute_agreement(reading.subject, first_reading[sc.character]))
         else:
             first_reading[sc.character] = reading.subject
             back.append(nan)
+            back4.append(nan)
             ident.append(nan)
     visits = [sum(earlier.character == sc.character for earlier in story.scenes[:i]) for i, sc in enumerate(story.scenes)]
-    return _scores(align, ident, artif, char, back, visits)
+    return _scores(align, ident, artif, char, back, back4, visits)
+
+
+def right_among(reading: SubjectReading | None, cast: tuple, subject: int, scene: int) -> float:
+    """The reader's choice between the subject and up to READER_CHOICES - 1 other cast members, drawn
+    from scene and subject (the same for every strategy): 1 / (members tied at the top) if the
+    subject is among them, else 0; 0 with no reading."""
+    if reading is None:
+        return 0.0
+    others = [j for j in range(len(cast)) if j != subject]
+    drawn = np.random.default_rng((scene, subject, len(cast))).choice(others, min(READER_CHOICES - 1, len(others)), replace=False)
+    agree = np.array([attribute_agreement(reading, cast[j]) for j in (subject, *drawn)])
+    top = np.flatnonzero(agree == agree.max())
+    return float(0 in top) / len(top)
 
 
 def _nanmean(values, axis=None):
@@ -99,9 +122,9 @@ def _nanmean(values, axis=None):
 
 
 def _scores(align: list[float], ident: list[float], artif: list[float], char: list[float], back: list[float],
-            visits: list[int]) -> VideoScores:  # fmt: skip
+            back4: list[float], visits: list[int]) -> VideoScores:  # fmt: skip
     """A video's scores from its per-scene lists (NaN where a scene has no such measure) and each scene's visit."""
-    scene = {"alignment": align, "identity": ident, "artifacts": artif, "character": char, "returns": back}
+    scene = {"alignment": align, "identity": ident, "artifacts": artif, "character": char, "returns": back, "returns_among4": back4}
     by_scene = {m: np.array(v, float) for m, v in scene.items()}
     by_scene["combined"] = _nanmean(np.stack([by_scene[m] for m in ("alignment", "artifacts", "identity")]), axis=0)
     means = {m: float(_nanmean(v)) if len(v) else float("nan") for m, v in by_scene.items() if m != "combined"}
