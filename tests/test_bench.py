@@ -277,8 +277,21 @@ def test_bench_quality_at_4x_has_a_block_per_length_and_drift_curves(weights, tm
         visits = block["returns_by_visit"]
         assert set(visits) == {"1", "2", "3+"} and all(v is None or v["ci95"][0] <= v["mean"] <= v["ci95"][1] for v in visits.values())
     assert set(result["paired_by_length"]["4"]) == {"oracle-window"}
-    assert "| 4x | oracle | 2 |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| 4x | oracle | 2 |" in md and "| on returns, among 4 |" in md
+    assert all(len(set(table)) == 1 for table in cells_per_table(md))  # every row as wide as its header
     assert (tmp_path / "q_drift.png").stat().st_size > 1000
+
+
+def cells_per_table(md: str) -> list[list[int]]:
+    """Each markdown table's rows, as counts of their cell separators."""
+    tables, rows = [], []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append(line.count("|"))
+        elif rows:
+            tables, rows = [*tables, rows], []
+    return tables
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,10 @@ from pathlib import Path
 
 from .quality import METRICS, VISITS
 
+LABELS = {"returns": "character on returns", "returns_among4": "on returns, among 4"}
+"""Column headers of the metrics whose key is not their name."""
+QUALITY_HEAD = " | ".join(LABELS.get(m, m) for m in METRICS)
+
 
 def _fmt(mean: float, ci: list[float]) -> str:
     return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
@@ -14,7 +18,7 @@ def _fmt(mean: float, ci: list[float]) -> str:
 def markdown(result: dict) -> str:
     strategies = result["strategies"]
     mults = result["config"]["length_multiples"]
-    head = "| strategy | alignment | identity | artifacts | combined | character | character on returns | " + " | ".join(
+    head = f"| strategy | {QUALITY_HEAD} | " + " | ".join(
         f"ms/frame {m}x" for m in mults
     ) + f" | {max(mults)}x/1x | ctx tokens (max) | KV bytes / transition |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -47,8 +51,9 @@ def _mean(values: list) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
-HEAD = ("| length | strategy | videos | alignment | identity | artifacts | combined | character | character on returns "
+HEAD = (f"| length | strategy | videos | {QUALITY_HEAD} "
         "| scene combined, first horizon | last horizon | identity on returns, scenes 9+ / 3-8 | oracle - strategy, combined |")
+COLUMNS = HEAD.count("|") - 1
 
 
 def by_length_markdown(result: dict) -> list[str]:
@@ -57,13 +62,13 @@ def by_length_markdown(result: dict) -> list[str]:
     config = result["config"]
     lines = ["", "Quality by video length (x training horizon; mean [95% CI]). Scene combined: the drift curve's mean over the first",
              "and the last horizon's scenes (each scene's combined is the mean of what it has: identity only on returns).", "",
-             HEAD, "|" + "---|" * 13]  # fmt: skip
+             HEAD, "|" + "---|" * COLUMNS]  # fmt: skip
     for L in config.get("quality_lengths", []):
         horizon = config["scenes_by_length"][str(L)] // L
         for name, s in result["strategies"].items():
             b = s.get("by_length", {}).get(str(L))
             if b is None:
-                lines.append(f"| {L}x | {name} | left out (cost) |" + " - |" * 10)
+                lines.append(f"| {L}x | {name} | left out (cost) |" + " - |" * (COLUMNS - 3))
                 continue
             curve = b["drift"]["combined"]
             pair = result.get("paired_by_length", {}).get(str(L), {}).get(f"oracle-{name}")
